@@ -1,0 +1,1 @@
+"""WBC pipeline: the importable library behind the DVC stages in `stages/`."""

@@ -1,0 +1,108 @@
+"""The params.yaml schema: every key, type and range, validated before any stage does work."""
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline import paths
+from pipeline.errors import PipelineError
+
+
+class _Section(BaseModel):
+    """Strict: an unknown key (a typo such as `droput`) or a wrong type is an error."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Download(_Section):
+    url: str = Field(pattern=r"^https?://")
+    file: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+
+
+class FetchParams(_Section):
+    archive: Download
+    labels: Download
+    timeout_s: float = Field(gt=0)
+    retries: int = Field(ge=0, le=20)
+    max_download_mb: int = Field(gt=0)
+    max_extracted_mb: int = Field(gt=0)
+
+
+class CropParams(_Section):
+    padding: int = Field(ge=0, le=256, description="pixels added on every side of the XML box")
+    square: bool
+    min_box_size: int = Field(ge=1, description="boxes narrower or shorter than this are skipped")
+    keep_basophil: bool
+
+
+class SplitParams(_Section):
+    strategy: Literal["kaggle", "stratified", "kfold"]
+    seed: int
+    test_fraction: float = Field(gt=0, lt=1)
+    val_fraction: float = Field(gt=0, lt=1)
+    k: int = Field(ge=2)
+    fold: int = Field(ge=0)
+    dedup_hash_size: int = Field(ge=4, le=32)
+    dedup_max_distance: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> "SplitParams":
+        if self.fold >= self.k:
+            raise ValueError(f"fold must be < k (got fold={self.fold}, k={self.k})")
+        return self
+
+
+class AugmentParams(_Section):
+    seed: int
+    target_per_class: int = Field(ge=1)
+    flip: bool
+    rot90: bool
+    rotation_deg: float = Field(ge=0, le=180)
+    shear_deg: float = Field(ge=0, lt=60)
+    zoom: float = Field(ge=0, lt=1)
+    brightness: float = Field(ge=0, lt=1)
+    contrast: float = Field(ge=0, lt=1)
+    saturation: float = Field(ge=0, lt=1)
+    hue: float = Field(ge=0, le=0.5)
+
+
+class ResizeParams(_Section):
+    height: int = Field(ge=8, le=1024)
+    width: int = Field(ge=8, le=1024)
+
+
+class Params(_Section):
+    fetch: FetchParams
+    crop: CropParams
+    split: SplitParams
+    augment: AugmentParams
+    resize: ResizeParams
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def validate_params(raw: object, source: str = str(paths.PARAMS)) -> Params:
+    """Check a parsed params mapping against the schema; errors name each bad key's path."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise PipelineError(f"{source}: invalid params\n{_describe(err)}") from None
+
+
+def load_params(path: Path = paths.PARAMS) -> Params:
+    """Read and validate params.yaml."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise PipelineError(f"{path}: cannot read params: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise PipelineError(f"{path}: not valid YAML: {err}") from None
+    return validate_params(raw, str(path))

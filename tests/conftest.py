@@ -1,0 +1,99 @@
+"""Shared fixtures: environment for quiet, offline runs, and small generated VOC datasets."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.update(
+    DVC_NO_ANALYTICS="1",
+    MLFLOW_DISABLE_TELEMETRY="true",
+    TF_CPP_MIN_LOG_LEVEL="2",
+    MPLBACKEND="Agg",
+    GIT_AUTHOR_NAME="wbc tests",
+    GIT_AUTHOR_EMAIL="tests@example.invalid",
+    GIT_COMMITTER_NAME="wbc tests",
+    GIT_COMMITTER_EMAIL="tests@example.invalid",
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MIRROR = SHARED / "datasets" / "bccd"
+
+
+def voc_xml(filename: str, size: tuple[int, int], objects: list[tuple[str, tuple]]) -> str:
+    """A Pascal VOC annotation in the BCCD layout."""
+    objs = "".join(
+        f"<object><name>{name}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for name, b in objects
+    )
+    return (
+        f"<annotation><filename>{filename}</filename><size><width>{size[0]}</width>"
+        f"<height>{size[1]}</height><depth>3</depth></size>{objs}</annotation>"
+    )
+
+
+def smear(seed: int, size: tuple[int, int], boxes: list[tuple]) -> Image.Image:
+    """A pink field with a violet 'nucleus' in each box; the seed varies the texture."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    arr = np.empty((h, w, 3), np.uint8)
+    arr[...] = (230, 200, 205)
+    arr = np.clip(arr + rng.integers(-20, 20, arr.shape), 0, 255).astype(np.uint8)
+    for x0, y0, x1, y1 in boxes:
+        yy, xx = np.mgrid[0:h, 0:w]
+        cx, cy = (x0 + x1) / 2 + rng.uniform(-3, 3), (y0 + y1) / 2 + rng.uniform(-3, 3)
+        r = min(x1 - x0, y1 - y0) / 2.5
+        inside = (xx - cx) ** 2 + ((yy - cy) * rng.uniform(0.7, 1.3)) ** 2 < r**2
+        arr[inside] = rng.integers(60, 120, size=3).astype(np.uint8) + np.array([40, 0, 80], np.uint8)
+    return Image.fromarray(arr)
+
+
+def write_dataset(root: Path, images: dict[int, tuple[list[tuple], str | None]], size=(160, 120)) -> Path:
+    """Write raw/BCCD/{JPEGImages,Annotations} and raw/labels.csv under `root`.
+
+    `images` maps image number -> (WBC boxes, labels.csv category or None for no row).
+    """
+    jpg_dir = root / "BCCD" / "JPEGImages"
+    xml_dir = root / "BCCD" / "Annotations"
+    jpg_dir.mkdir(parents=True)
+    xml_dir.mkdir(parents=True)
+    rows = [",Image,Category"]
+    for number, (boxes, category) in images.items():
+        name = f"BloodImage_{number:05d}"
+        smear(number, size, boxes).save(jpg_dir / f"{name}.jpg", quality=95)
+        objects = [("WBC", b) for b in boxes] + [("RBC", (1, 1, 20, 20))]
+        (xml_dir / f"{name}.xml").write_text(voc_xml(f"{name}.jpg", size, objects))
+        if category is not None:
+            rows.append(f',{number},"{category}"')
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+# A small dataset holding every case the crop stage must handle.
+CASES: dict[int, tuple[list[tuple], str | None]] = {
+    0: ([(40, 30, 100, 90)], "NEUTROPHIL"),
+    1: ([(50, 20, 110, 80)], "EOSINOPHIL"),
+    2: ([(30, 30, 90, 90)], "LYMPHOCYTE"),
+    3: ([(60, 40, 120, 100)], "MONOCYTE"),
+    4: ([(10, 10, 60, 60), (90, 50, 150, 110)], "NEUTROPHIL, NEUTROPHIL"),  # two cells, one class
+    5: ([(10, 10, 60, 60), (90, 50, 150, 110)], "NEUTROPHIL,EOSINOPHIL"),  # two classes: skipped
+    6: ([], "EOSINOPHIL"),  # no WBC box
+    7: ([(40, 30, 100, 90)], ""),  # empty label
+    8: ([(40, 30, 100, 90)], "BASOPHIL"),
+    9: ([(40, 30, 100, 90)], None),  # no labels.csv row
+    10: ([(120, 70, 200, 140)], "MONOCYTE"),  # crosses the border: clamped
+    11: ([(40, 30, 44, 34)], "LYMPHOCYTE"),  # tiny: skipped
+    12: ([(100, 90, 40, 30)], "NEUTROPHIL"),  # inverted: skipped
+}
+
+
+@pytest.fixture
+def raw_dataset(tmp_path: Path) -> Path:
+    root = write_dataset(tmp_path / "raw", CASES)
+    with open(root / "labels.csv", "a") as f:
+        f.write(",99,NEUTROPHIL\n")  # a row whose image is not in the dataset
+    return root
