@@ -31,19 +31,27 @@ def rng_for(seed: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, digest])
 
 
-def plan_copies(train: pd.DataFrame, target_per_class: int) -> list[Copy]:
-    """Augmented copies that bring every class up to `target_per_class` images.
+def _order_key(seed: int, crop_id: str) -> bytes:
+    return hashlib.sha256(f"{seed}:{crop_id}".encode()).digest()
 
-    Originals are always kept; a class already at or above the target gets no copies. Copies
-    cycle over the class's crops in crop-id order, so every original is used evenly.
+
+def plan_balance(train: pd.DataFrame, target_per_class: int, seed: int) -> tuple[list[str], list[Copy]]:
+    """The originals kept and the augmented copies that give every class `target_per_class` images.
+
+    A class below the target keeps all its crops and gets copies cycling over them in crop-id
+    order, so every original is used evenly. A class above it keeps a seeded subset of its crops.
     """
-    copies = []
+    kept: list[str] = []
+    copies: list[Copy] = []
     for _, part in sorted(train.groupby("label")):
         originals = sorted(part["crop_id"])
-        missing = target_per_class - len(originals)
-        for n in range(max(0, missing)):
+        if len(originals) > target_per_class:
+            chosen = sorted(originals, key=lambda c: _order_key(seed, c))[:target_per_class]
+            originals = sorted(chosen)
+        kept += originals
+        for n in range(target_per_class - len(originals)):
             copies.append(Copy(originals[n % len(originals)], n // len(originals) + 1))
-    return copies
+    return kept, copies
 
 
 def _affine(img: Image.Image, angle_deg: float, shear_deg: float, zoom: float) -> Image.Image:
@@ -99,14 +107,16 @@ def augment_image(img: Image.Image, rng: np.random.Generator, p: AugmentParams) 
     return out
 
 
-def sample_table(split: pd.DataFrame, target_per_class: int) -> tuple[pd.DataFrame, list[Copy]]:
+def sample_table(split: pd.DataFrame, p: AugmentParams) -> tuple[pd.DataFrame, list[Copy]]:
     """One row per sample of every split, and the augmented copies the train rows call for.
 
-    Dropped crops (near-duplicates of test cells) are left out.
+    Val and test pass through untouched; dropped crops (near-duplicates of test cells) and train
+    crops left out by balancing are not samples.
     """
-    kept = split[split["split"] != "dropped"]
-    copies = plan_copies(kept[kept["split"] == "train"], target_per_class)
-    rows = [{"sample_id": r["crop_id"], **r, "augmented": False} for r in kept.to_dict("records")]
+    train = split[split["split"] == "train"]
+    kept, copies = plan_balance(train, p.target_per_class, p.seed)
+    chosen = split["split"].isin(["val", "test"]) | split["crop_id"].isin(kept)
+    rows = [{"sample_id": r["crop_id"], **r, "augmented": False} for r in split[chosen].to_dict("records")]
     by_crop = {r["crop_id"]: r for r in rows}
     rows += [{**by_crop[c.crop_id], "sample_id": c.sample_id, "augmented": True} for c in copies]
     return pd.DataFrame(rows), copies

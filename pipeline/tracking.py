@@ -63,7 +63,7 @@ def stage_run(stage: str, params: Mapping) -> Iterator[object]:
     if commit:
         tags["git.commit"] = commit
     with mlflow.start_run(run_name=stage, tags=tags) as run:
-        mlflow.log_params({k: str(v) for k, v in flatten(params, f"{stage}.").items()})
+        mlflow.log_params({k: str(v) for k, v in flatten(params).items()})
         yield run
 
 

@@ -28,7 +28,7 @@ def sample_path(row: pd.Series) -> str:
 
 def main(params: Params) -> dict:
     split = pd.read_csv(paths.SPLIT_MANIFEST)
-    samples, copies = sample_table(split, params.augment.target_per_class)
+    samples, copies = sample_table(split, params.augment)
     samples["path"] = samples.apply(sample_path, axis=1)
     with atomic_dir(paths.AUGMENTED) as out:
         folder = out / paths.AUGMENTED_IMAGES.name
@@ -36,7 +36,8 @@ def main(params: Params) -> dict:
         with ProcessPoolExecutor(os.cpu_count()) as pool:
             list(pool.map(partial(write_copy, params=params.augment, folder=folder), copies, chunksize=64))
         samples.to_csv(out / paths.AUGMENTED_MANIFEST.name, index=False)
-    report = {}
+    train_crops = split.loc[split["split"] == "train", "crop_id"]
+    report: dict = {"train_crops_unused": int((~train_crops.isin(samples["crop_id"])).sum())}
     for name, part in samples.groupby("split"):
         counts = part.groupby("label")["augmented"].agg(["size", "sum"])
         report[str(name)] = {

@@ -18,7 +18,7 @@ def plan(raw, keep_basophil=False):
 
 
 def test_every_image_gets_exactly_one_outcome(raw_dataset):
-    _, crops, report = plan(raw_dataset)
+    _, _, report = plan(raw_dataset)
     outcomes = report["images_by_outcome"]
     assert set(outcomes) == set(OUTCOMES)
     assert sum(outcomes.values()) == report["images"] == len(CASES)
@@ -85,7 +85,9 @@ def test_crop_window(box, padding, square, expected):
 
 def test_labels_with_bom_and_crlf(tmp_path):
     path = tmp_path / "labels.csv"
-    path.write_bytes("\ufeff,Image,Category\r\n,1,NEUTROPHIL\r\n,2,\"EOSINOPHIL, EOSINOPHIL\"\r\n,3,\r\n".encode())
+    path.write_bytes(
+        '\ufeff,Image,Category\r\n,1,NEUTROPHIL\r\n,2,"EOSINOPHIL, EOSINOPHIL"\r\n,3,\r\n'.encode()
+    )
     assert read_labels(path) == {1: ("neutrophil",), 2: ("eosinophil", "eosinophil"), 3: ()}
 
 
@@ -116,7 +118,8 @@ def test_parse_voc(tmp_path):
 
 HOSTILE = {
     "malformed": ("<annotation><size>", "malformed XML"),
-    "missing field": (voc_xml("a.jpg", (9, 9), [("WBC", (1, 2, 3, 4))]).replace("<ymax>4</ymax>", ""), "ymax"),
+    "missing field": (voc_xml("a.jpg", (9, 9), [("WBC", (1, 2, 3, 4))]).replace("<ymax>4</ymax>", ""),
+                      "ymax"),
     "non-numeric": (voc_xml("a.jpg", (9, 9), [("WBC", (1, "two", 3, 4))]), "not a number"),
     "negative": (voc_xml("a.jpg", (9, 9), [("WBC", (-1, 2, 3, 4))]), "negative"),
     "no bndbox": ("<annotation><size><width>9</width><height>9</height></size>"

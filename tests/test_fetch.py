@@ -140,13 +140,18 @@ def test_download_cut_mid_file_resumes(tmp_path):
     assert len(resumed) == 1 and int(resumed[0].split("=")[1].rstrip("-")) > 0
 
 
-@pytest.mark.parametrize(("faults", "message"), [({"fail_status": 503}, "503"), ({"delay_s": 1.0}, "Timeout")])
+@pytest.mark.parametrize(
+    ("faults", "message"), [({"fail_status": 503}, "503"), ({"delay_s": 1.0}, "Timeout")]
+)
 def test_download_gives_up_after_retries_leaving_no_partial_file(tmp_path, faults, message):
     (tmp_path / "site").mkdir()
     (tmp_path / "site" / "f.bin").write_bytes(b"x" * 1000)
-    with serve(tmp_path / "site", **faults) as (url, server):
-        with pytest.raises(PipelineError, match=message) as err:
-            download(f"{url}/f.bin", tmp_path / "f.bin", timeout_s=0.3, retries=2, max_bytes=10_000, backoff_s=0.01)
+    options = dict(timeout_s=0.3, retries=2, max_bytes=10_000, backoff_s=0.01)
+    with (
+        serve(tmp_path / "site", **faults) as (url, server),
+        pytest.raises(PipelineError, match=message) as err,
+    ):
+        download(f"{url}/f.bin", tmp_path / "f.bin", **options)
     assert "after 3 attempts" in str(err.value)
     assert len(server.requests) == 3
     assert not list(tmp_path.glob("f.bin*"))

@@ -13,7 +13,9 @@ def crop_table(n_sources: int = 60, seed: int = 0) -> pd.DataFrame:
     rows = []
     for s in range(n_sources):
         for cell in range(2 if s % 7 == 0 else 1):
-            rows.append({"crop_id": f"img{s:03d}_{cell}", "source_image": f"img{s:03d}.jpg", "label": CLASSES[s % 4]})
+            rows.append(
+                {"crop_id": f"img{s:03d}_{cell}", "source_image": f"img{s:03d}.jpg", "label": CLASSES[s % 4]}
+            )
     table = pd.DataFrame(rows)
     rng = np.random.default_rng(seed)
     hashes = {c: rng.random(64) < 0.5 for c in table["crop_id"]}
@@ -80,9 +82,7 @@ def test_stratified_split_is_seeded_and_roughly_sized():
 
 def test_kfold_folds_partition_the_groups():
     table = crop_table(80)
-    tested = pd.concat(
-        splits(table, "kfold", fold=f).query("split == 'test'")[["crop_id"]] for f in range(4)
-    )
+    tested = pd.concat(splits(table, "kfold", fold=f).query("split == 'test'")[["crop_id"]] for f in range(4))
     assert sorted(tested["crop_id"]) == sorted(table["crop_id"])  # each crop tested exactly once
 
 
