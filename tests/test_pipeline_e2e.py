@@ -1,7 +1,6 @@
 """The data stages end to end on the real BCCD mirror, through real `dvc repro`, in a fresh copy."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,8 @@ import yaml
 
 from pipeline.resize import load_npz
 from pipeline.split import check_disjoint
-from tests.conftest import MIRROR, REPO
+from scripts.benchmark import copy_repo
+from tests.conftest import MIRROR
 
 pytestmark = [
     pytest.mark.e2e,
@@ -34,19 +34,10 @@ def stages_run(output: str) -> list[str]:
 def project(tmp_path_factory) -> tuple[Path, dict]:
     """A fresh git copy of this repository (tracked and new files, no data) with an environment."""
     root = tmp_path_factory.mktemp("project")
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for rel in files:
-        if (REPO / rel).is_file():
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, root / rel)
+    copy_repo(root)
     env = {**os.environ, "WBC_DATA_MIRROR": str(MIRROR)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.pop("MLFLOW_TRACKING_URI", None)  # exercise the default store in the repo root
-    run(["git", "init", "-q"], root, env)
-    run(["git", "add", "-A"], root, env)
-    run(["git", "commit", "-qm", "copy"], root, env)
     return root, env
 
 
