@@ -73,12 +73,66 @@ class ResizeParams(_Section):
     width: int = Field(ge=8, le=1024)
 
 
+MODELS = ("varra", "fischbach", "lenet", "depthwise", "cnn_bilstm", "mobilenetv2", "efficientnetb0")
+Monitor = Field(pattern=r"^val_[a-z_]+$", description="a validation metric Keras logs, e.g. val_loss")
+
+
+class ReduceLRParams(_Section):
+    enabled: bool
+    monitor: str = Monitor
+    factor: float = Field(gt=0, lt=1)
+    patience: int = Field(ge=0)
+    min_lr: float = Field(ge=0)
+
+
+class EarlyStoppingParams(_Section):
+    enabled: bool
+    monitor: str = Monitor
+    patience: int = Field(ge=0)
+
+
+class TrainParams(_Section):
+    model: Literal[MODELS]
+    task: Literal["type", "nucleus", "multitask"]
+    weights: str | None = Field(description="keras.applications models: null, 'imagenet' or a local file")
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
+    learning_rate: float = Field(gt=0, le=1)
+    dropout: float = Field(ge=0, lt=1)
+    l1: float = Field(ge=0)
+    l2: float = Field(ge=0)
+    reduce_lr: ReduceLRParams
+    early_stopping: EarlyStoppingParams
+    class_weights: bool
+    seed: int
+    deterministic: bool
+    mixed_precision: bool
+
+
+class EvaluateParams(_Section):
+    bootstrap_resamples: int = Field(ge=0, le=100_000)
+    confidence: float = Field(gt=0, lt=1)
+    seed: int
+    gallery_size: int = Field(ge=0, le=400)
+
+
+class GatesParams(_Section):
+    min_accuracy: float = Field(ge=0, le=1)
+    min_macro_f1: float = Field(ge=0, le=1)
+    min_recall: float = Field(ge=0, le=1, description="floor for every class's recall")
+    max_drop: float = Field(ge=0, le=1, description="largest allowed fall of a headline metric vs baseline")
+
+
 class Params(_Section):
     fetch: FetchParams
     crop: CropParams
     split: SplitParams
     augment: AugmentParams
     resize: ResizeParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    gates: GatesParams
 
 
 def _describe(err: ValidationError) -> str:

@@ -36,6 +36,19 @@ RESIZED = DATA / "resized"
 SPLITS = ("train", "val", "test")
 
 
+# train
+MODELS = Path("models")
+MODEL = MODELS / "model.keras"
+PLOTS = Path("plots")
+HISTORY = PLOTS / "history.csv"
+
+# evaluate
+CONFUSION = PLOTS / "confusion.csv"
+CONFUSION_PNG = PLOTS / "confusion.png"
+MISCLASSIFIED_PNG = PLOTS / "misclassified.png"
+PREDICTIONS = PLOTS / "predictions.csv"
+
+
 def resized_split(split: str) -> Path:
     """The `.npz` array file the resize stage writes for one split."""
     return RESIZED / f"{split}.npz"

@@ -12,19 +12,19 @@ from pipeline.tracking import log_report, stage_run
 
 
 def run_stage(name: str, body: Callable[[Params], dict], sections: Sequence[str] = ()) -> None:
-    """Run `body(params)`, write its report to `metrics/<name>.json` and log it to MLflow.
+    """Run `body(params)` inside an MLflow run; write its report to `metrics/<name>.json` and log it.
 
     `sections` are the params sections the stage reads (its own by default). A PipelineError
     is printed as one clear line and exits 1.
     """
     try:
         params = load_params()
-        start = time.monotonic()
-        report = body(params)
-        seconds = time.monotonic() - start
-        write_json(paths.stage_metrics(name), report)
         dumped = params.model_dump()
         with stage_run(name, {s: dumped[s] for s in sections or (name,)}):
+            start = time.monotonic()
+            report = body(params)
+            seconds = time.monotonic() - start
+            write_json(paths.stage_metrics(name), report)
             log_report(report, f"{name}.json")
             log_report({"seconds": round(seconds, 3)}, "timing.json")
     except PipelineError as err:

@@ -1,0 +1,95 @@
+"""DVC stage `evaluate`: score the trained model on the held-out test split (and on val)."""
+
+import keras
+import mlflow
+import numpy as np
+import pandas as pd
+
+from pipeline import paths
+from pipeline.atomic import atomic_write_bytes
+from pipeline.classes import NUCLEUS_GROUPS
+from pipeline.evaluate import bootstrap_intervals, classification_report, headline_metrics, to_nucleus
+from pipeline.params import Params
+from pipeline.plots import confusion_png, gallery_png
+from pipeline.resize import load_npz
+from pipeline.stage import run_stage
+from pipeline.train import predict
+
+
+def score(arrays: dict, probs: dict, params: Params, intervals: bool) -> dict:
+    """Metrics of every head the model has; the cell-type head (if any) is the headline."""
+    p = params.evaluate
+    classes = [str(c) for c in arrays["classes"]]
+    out: dict = {}
+    for head, truth, names in (
+        ("type", arrays["y"], classes),
+        ("nucleus", arrays["nucleus"], list(NUCLEUS_GROUPS)),
+    ):
+        if head not in probs:
+            continue
+        pred = probs[head].argmax(axis=1)
+        report = classification_report(truth, pred, names)
+        report["n_sources"] = len(np.unique(arrays["source_image"]))
+        if head == "type":
+            report["nucleus_accuracy"] = float(
+                np.mean(to_nucleus(truth, classes) == to_nucleus(pred, classes))
+            )
+        if intervals:
+            metrics = headline_metrics(len(names))
+            if head == "type":
+                metrics["nucleus_accuracy"] = lambda t, q: float(
+                    np.mean(to_nucleus(t, classes) == to_nucleus(q, classes))
+                )
+            ci = bootstrap_intervals(
+                truth, pred, arrays["source_image"], metrics,
+                resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
+            )  # fmt: skip
+            report.update({f"{m}_ci": bounds for m, bounds in ci.items()})
+        out[head] = report
+    return out
+
+
+def main(params: Params) -> dict:
+    model = keras.saving.load_model(paths.MODEL)
+    report: dict = {}
+    for split in ("val", "test"):
+        arrays = load_npz(paths.resized_split(split))
+        probs = predict(model, arrays["x"])
+        by_head = score(arrays, probs, params, intervals=split == "test")
+        head = "type" if "type" in by_head else "nucleus"
+        report[split] = by_head.pop(head) | {"head": head}
+        for other, metrics in by_head.items():
+            report[f"{split}_{other}_head"] = metrics
+        if split == "test":
+            write_plots(arrays, probs[head], head, report[split]["confusion"], params.evaluate.gallery_size)
+    return report
+
+
+def write_plots(arrays: dict, probs: np.ndarray, head: str, confusion: list, gallery_size: int) -> None:
+    names = [str(c) for c in arrays["classes"]] if head == "type" else list(NUCLEUS_GROUPS)
+    truth = arrays["y"] if head == "type" else arrays["nucleus"]
+    pred = probs.argmax(axis=1)
+    rows = pd.DataFrame(
+        {
+            "sample_id": arrays["sample_id"],
+            "source_image": arrays["source_image"],
+            "actual": [names[i] for i in truth],
+            "predicted": [names[i] for i in pred],
+            **{f"p_{n}": probs[:, i].round(6) for i, n in enumerate(names)},
+        }
+    )
+    atomic_write_bytes(paths.PREDICTIONS, rows.to_csv(index=False).encode())
+    atomic_write_bytes(paths.CONFUSION, rows[["actual", "predicted"]].to_csv(index=False).encode())
+    atomic_write_bytes(paths.CONFUSION_PNG, confusion_png(confusion, names, f"test, {head}"))
+    wrong = np.flatnonzero(truth != pred)
+    gallery = gallery_png(
+        arrays["x"][wrong], rows["actual"].iloc[wrong].tolist(), rows["predicted"].iloc[wrong].tolist(),
+        arrays["sample_id"][wrong].tolist(), gallery_size,
+    )  # fmt: skip
+    atomic_write_bytes(paths.MISCLASSIFIED_PNG, gallery)
+    for path in (paths.CONFUSION_PNG, paths.MISCLASSIFIED_PNG, paths.PREDICTIONS):
+        mlflow.log_artifact(str(path))
+
+
+if __name__ == "__main__":
+    run_stage("evaluate", main, sections=("evaluate", "train"))
