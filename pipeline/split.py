@@ -52,6 +52,15 @@ def duplicate_groups(
     return [renumber[r] for r in roots]
 
 
+def _folds(folds: StratifiedGroupKFold, frame: pd.DataFrame, what: str) -> list:
+    """The folds, or a clear error when a class has too few crops for them."""
+    try:
+        return list(folds.split(frame, frame["label"], frame["group"]))
+    except ValueError as err:
+        counts = frame["label"].value_counts().to_dict()
+        raise PipelineError(f"split: cannot carve {what} by source image from {counts}: {err}") from None
+
+
 def _carve(frame: pd.DataFrame, fraction: float, seed: int) -> pd.Series:
     """Boolean mask of about `fraction` of the rows, whole groups only, classes stratified."""
     n_splits = max(2, round(1 / fraction))
@@ -61,7 +70,7 @@ def _carve(frame: pd.DataFrame, fraction: float, seed: int) -> pd.Series:
             f"{fraction:.0%} share by source image"
         )
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    _, held = next(folds.split(frame, frame["label"], frame["group"]))
+    _, held = _folds(folds, frame, f"a {fraction:.0%} share")[0]
     mask = pd.Series(False, index=frame.index)
     mask.iloc[held] = True
     return mask
@@ -71,7 +80,7 @@ def _kfold(frame: pd.DataFrame, k: int, fold: int, seed: int) -> pd.Series:
     if frame["group"].nunique() < k:
         raise PipelineError(f"split: {frame['group'].nunique()} source groups are too few for k={k}")
     folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    _, held = list(folds.split(frame, frame["label"], frame["group"]))[fold]
+    _, held = _folds(folds, frame, f"{k} folds")[fold]
     mask = pd.Series(False, index=frame.index)
     mask.iloc[held] = True
     return mask

@@ -97,3 +97,9 @@ def test_check_disjoint_catches_a_leak():
 def test_too_few_groups_is_a_clear_error():
     with pytest.raises(PipelineError, match="too few"):
         splits(crop_table(3), "kfold", k=5)
+
+
+def test_too_few_crops_of_a_class_is_a_clear_error():
+    table = crop_table(12)  # 12 source groups, but at most 4 crops of any class
+    with pytest.raises(PipelineError, match="cannot carve 5 folds by source image"):
+        splits(table, "kfold", k=5)
