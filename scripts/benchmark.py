@@ -1,9 +1,11 @@
-"""Benchmark the pipeline: wall time of each stage under `dvc repro`, and of a no-op `dvc repro`.
+"""Benchmark the pipeline; prints figures and asserts nothing (speed targets live here, not in tests).
 
-Runs in a fresh temporary git copy of this repository, so the workspace and its DVC cache are
-not touched. Prints figures; asserts nothing (speed targets live here, not in tests).
+1. Wall time of each stage under `dvc repro`, then of a no-op `dvc repro`, in a fresh temporary git
+   copy of this repository (the workspace and its DVC cache are not touched).
+2. Training throughput (images/s) of the train stage's streamed `fit` against a bare `model.fit`
+   on the same in-memory arrays, in this process, with the params' model and batch size.
 
-    WBC_DATA_MIRROR=../shared/datasets/bccd python scripts/benchmark.py [--stages fetch crop ...]
+    WBC_DATA_MIRROR=../shared/datasets/bccd python scripts/benchmark.py [--stages ...] [--fit-epochs 2]
 """
 
 import argparse
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ["fetch", "crop", "split", "augment", "resize"]
+STAGES = ["fetch", "crop", "split", "augment", "resize", "train", "evaluate"]
 
 
 def copy_repo(dest: Path) -> None:
@@ -42,9 +44,59 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> float:
     return time.perf_counter() - start
 
 
+def fit_throughput(data: Path, epochs: int) -> None:
+    """Images/s of pipeline.train.fit vs a bare model.fit on the same arrays (first epoch excluded)."""
+    import keras
+    import numpy as np
+
+    from pipeline.models import build_model
+    from pipeline.params import load_params
+    from pipeline.resize import load_npz
+    from pipeline.train import compile_model, fit, heads_for, targets
+
+    params = load_params(REPO / "params.yaml").train
+    off = {"enabled": False}
+    p = params.model_copy(
+        update={
+            "epochs": epochs + 1,
+            "reduce_lr": params.reduce_lr.model_copy(update=off),
+            "early_stopping": params.early_stopping.model_copy(update=off),
+        }
+    )
+    train = load_npz(data / "train.npz")
+
+    def new_model() -> keras.Model:
+        m = build_model(p.model, train["x"].shape[1:], heads_for(p.task, train["classes"]), dropout=p.dropout)
+        compile_model(m, p)
+        return m
+
+    class EpochTimes(keras.callbacks.Callback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.times: list[float] = []
+
+        def on_epoch_begin(self, epoch, logs=None) -> None:
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            self.times.append(time.perf_counter() - self.start)
+
+    streamed, bare = EpochTimes(), EpochTimes()
+    fit(new_model(), train, {k: v[:64] for k, v in train.items()}, p, [streamed])
+    x = train["x"].astype("float32")  # a bare fit wants the whole set as float: a full copy
+    new_model().fit(
+        x, targets(train, p.task), batch_size=p.batch_size, epochs=p.epochs, callbacks=[bare], verbose=0
+    )
+    shape = "x".join(map(str, train["x"].shape[1:3]))
+    for name, clock in (("pipeline fit", streamed), ("bare model.fit", bare)):
+        rate = len(x) / float(np.mean(clock.times[1:]))
+        print(f"{name:<15} {rate:8.1f} images/s  ({p.model}, {shape}, batch {p.batch_size}, {len(x)} images)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", nargs="+", default=STAGES, help="stages to time, in order")
+    parser.add_argument("--fit-epochs", type=int, default=2, help="timed epochs per fit (0: skip)")
     args = parser.parse_args()
     env = {
         **os.environ,
@@ -69,6 +121,8 @@ def main() -> None:
         print(f"{'total':<10} {total:8.1f}")
         noop = timed(["dvc", "repro", args.stages[-1]], root, env)
         print(f"{'no-op':<10} {noop:8.1f}  (dvc repro, all cached)")
+        if args.fit_epochs and (root / "data" / "resized" / "train.npz").exists():
+            fit_throughput(root / "data" / "resized", args.fit_epochs)
 
 
 if __name__ == "__main__":
