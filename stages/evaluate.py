@@ -30,16 +30,13 @@ def score(arrays: dict, probs: dict, params: Params, intervals: bool) -> dict:
         pred = probs[head].argmax(axis=1)
         report = classification_report(truth, pred, names)
         report["n_sources"] = len(np.unique(arrays["source_image"]))
+        metrics = headline_metrics(len(names))
         if head == "type":
-            report["nucleus_accuracy"] = float(
-                np.mean(to_nucleus(truth, classes) == to_nucleus(pred, classes))
+            metrics["nucleus_accuracy"] = lambda t, q: float(
+                np.mean(to_nucleus(t, classes) == to_nucleus(q, classes))
             )
+            report["nucleus_accuracy"] = metrics["nucleus_accuracy"](truth, pred)
         if intervals:
-            metrics = headline_metrics(len(names))
-            if head == "type":
-                metrics["nucleus_accuracy"] = lambda t, q: float(
-                    np.mean(to_nucleus(t, classes) == to_nucleus(q, classes))
-                )
             ci = bootstrap_intervals(
                 truth, pred, arrays["source_image"], metrics,
                 resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,

@@ -1,6 +1,7 @@
 """Shared fixtures: environment for quiet, offline runs, and small generated VOC datasets."""
 
 import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -71,6 +72,18 @@ def write_dataset(root: Path, images: dict[int, tuple[list[tuple], str | None]],
             rows.append(f',{number},"{category}"')
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     return root
+
+
+def run(cmd: list[str], cwd: Path, env: dict) -> str:
+    """Run a command that must succeed; its stdout and stderr together."""
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{cmd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages a `dvc repro` / `dvc exp run` output says it ran, in order."""
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
 # A small dataset holding every case the crop stage must handle.

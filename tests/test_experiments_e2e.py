@@ -13,7 +13,7 @@ import yaml
 
 from pipeline.fetch import format_manifest, manifest_of
 from scripts.benchmark import copy_repo
-from tests.conftest import write_dataset
+from tests.conftest import run, stages_run, write_dataset
 
 pytestmark = pytest.mark.e2e
 
@@ -40,20 +40,10 @@ def make_mirror(root: Path, archive_name: str) -> tuple[Path, dict[str, str], li
     return mirror, manifest, tests
 
 
-def run(cmd: list[str], cwd: Path, env: dict) -> str:
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{cmd} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout + done.stderr
-
-
 def run_json(cmd: list[str], cwd: Path, env: dict):
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{cmd} failed:\n{done.stderr[-3000:]}"
     return json.loads(done.stdout)
-
-
-def stages_run(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
 @pytest.fixture(scope="module")

@@ -12,22 +12,12 @@ import yaml
 from pipeline.resize import load_npz
 from pipeline.split import check_disjoint
 from scripts.benchmark import copy_repo
-from tests.conftest import MIRROR
+from tests.conftest import MIRROR, run, stages_run
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(not MIRROR.is_dir(), reason="the BCCD mirror is not beside the repo"),
 ]
-
-
-def run(cmd: list[str], cwd: Path, env: dict) -> str:
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{cmd} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
-
-def stages_run(output: str) -> list[str]:
-    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
 @pytest.fixture(scope="module")
