@@ -1,4 +1,9 @@
-"""Atomic outputs: a stage's results appear complete or not at all, never half-written."""
+"""Atomic outputs: a stage's results appear complete or not at all, never half-written.
+
+Temp names carry the writer's PID, so leftovers of a killed writer are recognised and cleared by
+the next one: a half-written temp is deleted, and a previous output that was moved aside but not
+yet replaced is put back.
+"""
 
 import contextlib
 import json
@@ -9,6 +14,41 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _writer_pid(name: str, marker: str) -> int | None:
+    """The PID in a temp name `.<dest>.<marker>-<pid>-...`, or None if it has none."""
+    head = name.split(marker, 1)[1].split("-", 1)[0]
+    return int(head) if head.isdigit() else None
+
+
+def clear_leftovers(dest: Path) -> None:
+    """Remove the temp siblings of `dest` left by writers that were killed; restore an output
+    moved aside by a writer killed between its two renames."""
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        return
+    for marker in (".tmp-", ".old-"):
+        for sibling in dest.parent.glob(f".{dest.name}{marker}*"):
+            pid = _writer_pid(sibling.name, f".{dest.name}{marker}")
+            if pid is None or _alive(pid):
+                continue
+            if marker == ".old-" and not dest.exists():
+                os.rename(sibling, dest)
+            elif sibling.is_dir() and not sibling.is_symlink():
+                shutil.rmtree(sibling)
+            else:
+                sibling.unlink()
+
+
 @contextlib.contextmanager
 def atomic_dir(dest: Path) -> Iterator[Path]:
     """Yield an empty temp folder beside `dest`; on success it replaces `dest` by rename.
@@ -17,7 +57,8 @@ def atomic_dir(dest: Path) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    clear_leftovers(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{os.getpid()}-", dir=dest.parent))
     umask = os.umask(0)
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; outputs should look like any folder
@@ -39,7 +80,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temp file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    clear_leftovers(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -115,6 +115,7 @@ class EvaluateParams(_Section):
     confidence: float = Field(gt=0, lt=1)
     seed: int
     gallery_size: int = Field(ge=0, le=400)
+    tta: bool = Field(description="average predictions over the flips and quarter turns of each crop")
 
 
 class GatesParams(_Section):

@@ -39,6 +39,8 @@ SPLITS = ("train", "val", "test")
 # train
 MODELS = Path("models")
 MODEL = MODELS / "model.keras"
+MODEL_RUN = MODELS / "run.json"  # the MLflow run and logged model of MODEL; evaluate continues that run
+CHECKPOINT = MODELS / "checkpoint"  # training state after the last finished epoch; not a DVC output
 PLOTS = Path("plots")
 HISTORY = PLOTS / "history.csv"
 

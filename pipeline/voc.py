@@ -9,6 +9,10 @@ from defusedxml import DefusedXmlException
 
 from pipeline.errors import PipelineError
 
+# The object names BCCD uses. Any other name (a typo such as "wbc") is an error rather than an
+# object silently ignored, which would turn a white cell into "no WBC box".
+OBJECT_NAMES = ("WBC", "RBC", "Platelets")
+
 
 @dataclass(frozen=True)
 class Box:
@@ -69,6 +73,10 @@ def parse_voc(path: Path) -> Annotation:
         name = (obj.findtext("name") or "").strip()
         if not name:
             raise PipelineError(f"{path}: <object> without a <name>")
+        if name not in OBJECT_NAMES:
+            raise PipelineError(
+                f"{path}: unknown object name {name!r} (expected one of {', '.join(OBJECT_NAMES)})"
+            )
         bnd = obj.find("bndbox")
         if bnd is None:
             raise PipelineError(f"{path}: <object> {name!r} has no <bndbox>")

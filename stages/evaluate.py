@@ -51,7 +51,7 @@ def main(params: Params) -> dict:
     report: dict = {}
     for split in ("val", "test"):
         arrays = load_npz(paths.resized_split(split))
-        probs = predict(model, arrays["x"])
+        probs = predict(model, arrays["x"], tta=params.evaluate.tta)
         by_head = score(arrays, probs, params, intervals=split == "test")
         head = "type" if "type" in by_head else "nucleus"
         report[split] = by_head.pop(head) | {"head": head}
@@ -89,4 +89,4 @@ def write_plots(arrays: dict, probs: np.ndarray, head: str, confusion: list, gal
 
 
 if __name__ == "__main__":
-    run_stage("evaluate", main, sections=("evaluate", "train"))
+    run_stage("evaluate", main, sections=("evaluate",), resume_from=paths.MODEL_RUN)

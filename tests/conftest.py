@@ -2,11 +2,17 @@
 
 import os
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
+
+from pipeline.fetch import format_manifest, manifest_of
+from scripts.benchmark import copy_repo
 
 os.environ.update(
     DVC_NO_ANALYTICS="1",
@@ -110,3 +116,57 @@ def raw_dataset(tmp_path: Path) -> Path:
     with open(root / "labels.csv", "a") as f:
         f.write(",99,NEUTROPHIL\n")  # a row whose image is not in the dataset
     return root
+
+
+CLASSES = ["NEUTROPHIL", "EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE"]
+
+
+def make_mirror(root: Path, archive_name: str) -> tuple[Path, dict[str, str], list[tuple[str, str]]]:
+    """A mirror folder (zip + labels.csv) of 48 generated smears; its manifest; 8 test sources."""
+    cases = {
+        n: ([(10 + n % 7 * 12, 5 + n % 5 * 8, 70 + n % 7 * 12, 65 + n % 5 * 8)], CLASSES[n % 4])
+        for n in range(48)
+    }
+    tree = write_dataset(root / "tree", cases)
+    manifest = manifest_of(tree)
+    mirror = root / "mirror"
+    mirror.mkdir()
+    top = archive_name.removesuffix(".zip")
+    with zipfile.ZipFile(mirror / archive_name, "w") as zf:
+        for path in sorted(tree.rglob("*")):
+            if path.is_file() and path.name != "labels.csv":
+                zf.write(path, f"{top}/{path.relative_to(tree).as_posix()}")
+    (mirror / "labels.csv").write_bytes((tree / "labels.csv").read_bytes())
+    tests = [(f"BloodImage_{n:05d}.jpg", CLASSES[n % 4]) for n in range(40, 48)]
+    return mirror, manifest, tests
+
+
+def tiny_project(work: Path) -> tuple[Path, dict]:
+    """A git copy of this repository set up for a fast run on 48 generated smears: its root, and
+    the environment to run `dvc` in (mirror, MLflow store, this venv on PATH)."""
+    root = work / "repo"
+    root.mkdir()
+    copy_repo(root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    mirror, manifest, tests = make_mirror(work, params["fetch"]["archive"]["file"])
+    (root / "data/reference/bccd.sha256").write_text(format_manifest(manifest))
+    lines = ["test_simple_file,bccd_image,class"] + [
+        f"{c}/x{i}.jpeg,{img},{c}" for i, (img, c) in enumerate(tests)
+    ]
+    (root / "data/reference/kaggle_test_sources.csv").write_text("\n".join(lines) + "\n")
+    params["crop"].update(padding=4, min_box_size=8)
+    params["split"].update(val_fraction=0.25, dedup_max_distance=2)
+    params["augment"].update(target_per_class=12)
+    params["resize"].update(height=32, width=32)
+    params["train"].update(model="lenet", epochs=2, batch_size=8)
+    params["evaluate"].update(bootstrap_resamples=50, gallery_size=6)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {
+        **os.environ,
+        "WBC_DATA_MIRROR": str(mirror),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
+    }
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "tiny dataset"], root, env)
+    return root, env

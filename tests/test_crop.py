@@ -122,6 +122,7 @@ HOSTILE = {
                       "ymax"),
     "non-numeric": (voc_xml("a.jpg", (9, 9), [("WBC", (1, "two", 3, 4))]), "not a number"),
     "negative": (voc_xml("a.jpg", (9, 9), [("WBC", (-1, 2, 3, 4))]), "negative"),
+    "unknown name": (voc_xml("a.jpg", (9, 9), [("wbc", (1, 2, 3, 4))]), "unknown object name 'wbc'"),
     "no bndbox": ("<annotation><size><width>9</width><height>9</height></size>"
                   "<object><name>WBC</name></object></annotation>", "no <bndbox>"),
     "external entity": ('<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]>'

@@ -2,42 +2,17 @@
 `dvc repro`, then `dvc exp run -S`, and both runs found in MLflow with their tags and artifacts."""
 
 import json
-import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from pipeline.fetch import format_manifest, manifest_of
-from scripts.benchmark import copy_repo
-from tests.conftest import run, stages_run, write_dataset
+from tests.conftest import run, stages_run, tiny_project
 
 pytestmark = pytest.mark.e2e
-
-CLASSES = ["NEUTROPHIL", "EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE"]
-
-
-def make_mirror(root: Path, archive_name: str) -> tuple[Path, dict[str, str], list[tuple[str, str]]]:
-    """A mirror folder (zip + labels.csv) of 48 generated smears; its manifest; 8 test sources."""
-    cases = {
-        n: ([(10 + n % 7 * 12, 5 + n % 5 * 8, 70 + n % 7 * 12, 65 + n % 5 * 8)], CLASSES[n % 4])
-        for n in range(48)
-    }
-    tree = write_dataset(root / "tree", cases)
-    manifest = manifest_of(tree)
-    mirror = root / "mirror"
-    mirror.mkdir()
-    top = archive_name.removesuffix(".zip")
-    with zipfile.ZipFile(mirror / archive_name, "w") as zf:
-        for path in sorted(tree.rglob("*")):
-            if path.is_file() and path.name != "labels.csv":
-                zf.write(path, f"{top}/{path.relative_to(tree).as_posix()}")
-    (mirror / "labels.csv").write_bytes((tree / "labels.csv").read_bytes())
-    tests = [(f"BloodImage_{n:05d}.jpg", CLASSES[n % 4]) for n in range(40, 48)]
-    return mirror, manifest, tests
 
 
 def run_json(cmd: list[str], cwd: Path, env: dict):
@@ -48,33 +23,7 @@ def run_json(cmd: list[str], cwd: Path, env: dict):
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict]:
-    work = tmp_path_factory.mktemp("tiny")
-    root = work / "repo"
-    root.mkdir()
-    copy_repo(root)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    mirror, manifest, tests = make_mirror(work, params["fetch"]["archive"]["file"])
-    (root / "data/reference/bccd.sha256").write_text(format_manifest(manifest))
-    lines = ["test_simple_file,bccd_image,class"] + [
-        f"{c}/x{i}.jpeg,{img},{c}" for i, (img, c) in enumerate(tests)
-    ]
-    (root / "data/reference/kaggle_test_sources.csv").write_text("\n".join(lines) + "\n")
-    params["crop"].update(padding=4, min_box_size=8)
-    params["split"].update(val_fraction=0.25, dedup_max_distance=2)
-    params["augment"].update(target_per_class=12)
-    params["resize"].update(height=32, width=32)
-    params["train"].update(model="lenet", epochs=2, batch_size=8)
-    params["evaluate"].update(bootstrap_resamples=50, gallery_size=6)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {
-        **os.environ,
-        "WBC_DATA_MIRROR": str(mirror),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
-    }
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    run(["git", "add", "-A"], root, env)
-    run(["git", "commit", "-qm", "tiny dataset"], root, env)
-    return root, env
+    return tiny_project(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
@@ -98,25 +47,47 @@ def test_exp_show_lists_the_experiment_next_to_the_baseline(project, runs):
     assert "drop04" in text and "test" in text and '"dropout": 0.4' in text
 
 
-def test_both_runs_are_in_mlflow_with_params_tags_and_artifacts(project, runs):
+def test_each_model_is_one_mlflow_run_with_params_tags_metrics_and_artifacts(project, runs):
     import mlflow
 
-    _, env = project
+    root, env = project
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("wbc-pipeline")
-    train_runs = client.search_runs([experiment.experiment_id], "tags.stage = 'train'")
-    assert sorted(r.data.params["train.dropout"] for r in train_runs) == ["0.4", "0.5"]
-    exp_run = next(r for r in train_runs if r.data.params["train.dropout"] == "0.4")
-    assert exp_run.data.tags["dvc.exp_name"] == "drop04"
-    assert exp_run.data.tags["train.device"] == "cpu"
-    assert "epoch.loss" in exp_run.data.metrics
-    assert "model.keras" in [a.path for a in client.list_artifacts(exp_run.info.run_id)]
-    evaluate_runs = client.search_runs([experiment.experiment_id], "tags.stage = 'evaluate'")
-    assert len(evaluate_runs) == 2
-    for r in evaluate_runs:
-        assert 0 <= r.data.metrics["test.accuracy"] <= 1
+    model_runs = client.search_runs([experiment.experiment_id], "tags.stage = 'train'")
+    assert sorted(r.data.params["train.dropout"] for r in model_runs) == ["0.4", "0.5"]
+    assert not client.search_runs([experiment.experiment_id], "tags.stage = 'evaluate'")
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    resized_md5 = next(o["md5"] for o in lock["stages"]["resize"]["outs"] if o["path"] == "data/resized")
+    for r in model_runs:
+        tags, params, metrics = r.data.tags, r.data.params, r.data.metrics
+        assert tags["stages"] == "train,evaluate"
+        assert tags["data.md5"] == resized_md5
+        assert tags["train.device"] == "cpu" and tags["version.keras"] and len(tags["git.commit"]) == 40
+        assert params["augment.target_per_class"] == "12" and params["evaluate.bootstrap_resamples"] == "50"
+        assert 0 <= metrics["test.accuracy"] <= 1 and "epoch.loss" in metrics and "train_seconds" in metrics
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}
-        assert {"confusion.png", "misclassified.png", "evaluate.json"} <= artifacts
+        assert {
+            "confusion.png",
+            "misclassified.png",
+            "predictions.csv",
+            "evaluate.json",
+            "train.json",
+        } <= artifacts
+        assert "serving_input_example.json" in artifacts
+    exp_run = next(r for r in model_runs if r.data.params["train.dropout"] == "0.4")
+    assert exp_run.data.tags["dvc.exp_name"] == "drop04" and exp_run.data.tags["dvc.exp_baseline_rev"]
+    assert len({r.data.tags["params.sha256"] for r in model_runs}) == 2
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    (logged,) = mlflow.search_logged_models(
+        experiment_ids=[experiment.experiment_id],
+        filter_string=f"source_run_id = '{exp_run.info.run_id}'",
+        output_format="list",
+    )
+    model = mlflow.pyfunc.load_model(logged.model_uri)
+    example = mlflow.artifacts.load_dict(f"runs:/{exp_run.info.run_id}/serving_input_example.json")
+    out = model.predict(np.asarray(example["inputs"], dtype="float32"))
+    probs = (out.item() if isinstance(out, np.ndarray) and out.dtype == object else out)["type"]
+    assert probs.shape == (1, 4) and np.isclose(probs.sum(), 1, atol=1e-4)
 
 
 def test_metrics_and_plots_are_visible_to_dvc(project, runs):

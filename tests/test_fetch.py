@@ -170,3 +170,16 @@ def test_download_over_size_cap_is_refused(tmp_path):
     with serve(tmp_path / "site") as (url, _), pytest.raises(PipelineError, match="limit"):
         download(f"{url}/big.bin", tmp_path / "big.bin", timeout_s=2, retries=0, max_bytes=1000)
     assert not list(tmp_path.glob("big.bin*"))
+
+
+def test_member_larger_than_its_declared_size_is_refused(tmp_path):
+    archive = make_zip(tmp_path / "liar.zip", {"top/ok.txt": b"x", "top/bomb.bin": b"0" * 50_000})
+    data = bytearray(archive.read_bytes())
+    central = data.rfind(b"PK\x01\x02")  # the last central-directory entry: top/bomb.bin
+    data[central + 24 : central + 28] = (100).to_bytes(4, "little")  # declared size: 100 bytes
+    archive.write_bytes(bytes(data))
+    with pytest.raises(PipelineError, match=r"(Bad CRC-32|inflates past).*bomb\.bin") as err:
+        extract(archive, tmp_path / "out")  # zipfile stops at the declared size; its CRC then fails
+    assert str(archive) in str(err.value)
+    out = tmp_path / "out" / "bomb.bin"
+    assert not out.exists() or out.stat().st_size <= 100

@@ -4,7 +4,7 @@ import pytest
 from pipeline.errors import PipelineError
 from pipeline.models import BACKBONES, build_model
 from pipeline.params import load_params
-from pipeline.train import Batches, compile_model, fit, heads_for, predict
+from pipeline.train import Batches, compile_model, fit, heads_for, predict, views
 from tests.conftest import REPO
 
 CLASSES = ["neutrophil", "eosinophil", "lymphocyte", "monocyte"]
@@ -73,11 +73,29 @@ def test_batches_cover_every_sample_once_per_epoch_and_reshuffle():
     batches = Batches(data["x"], {"type": data["y"]}, 4, shuffle=True, seed=3)
     assert len(batches) == 3
 
-    def epoch() -> list[int]:
-        seen = [int(i) for k in range(len(batches)) for i in batches[k][1]["type"]]
-        batches.on_epoch_end()
-        return seen
+    def epoch(e: int) -> list[int]:
+        batches.set_epoch(e)
+        return [int(i) for k in range(len(batches)) for i in batches[k][1]["type"]]
 
-    first, second = epoch(), epoch()
+    first, second = epoch(0), epoch(1)
     assert sorted(first) == sorted(second) == sorted(data["y"].tolist())
+    assert first != second and epoch(0) == first
     assert batches[0][0].dtype == np.float32
+
+
+def test_tta_views_are_the_symmetries_of_the_crop():
+    square = np.arange(2 * 3 * 3).reshape(2, 3, 3, 1)
+    transformed = [view(square) for view in views(square)]
+    assert len({t.tobytes() for t in transformed}) == 8
+    assert all(t.shape == square.shape and sorted(t.ravel()) == sorted(square.ravel()) for t in transformed)
+    assert len(views(np.zeros((1, 2, 3, 1)))) == 4
+
+
+def test_tta_prediction_is_the_mean_over_the_views():
+    model = build_model("lenet", (32, 32, 3), {"type": 4}, dropout=0.5)
+    x = tiny(6)["x"]
+    averaged = predict(model, x, tta=True)["type"]
+    manual = np.mean([predict(model, np.ascontiguousarray(v(x)))["type"] for v in views(x)], axis=0)
+    np.testing.assert_allclose(averaged, manual, rtol=1e-5)
+    np.testing.assert_allclose(averaged.sum(axis=1), 1, rtol=1e-5)
+    assert not np.allclose(averaged, predict(model, x)["type"])

@@ -29,6 +29,10 @@ def test_committed_params_are_valid():
         (("split", "strategy"), "random", "split.strategy"),
         (("crop", "square"), "yes", "crop.square"),
         (("bogus",), {}, "bogus"),
+        (("train", "droput"), 0.4, "train.droput"),
+        (("train", "dropout"), 1.5, "train.dropout"),
+        (("train", "epochs"), -3, "train.epochs"),
+        (("evaluate", "tta"), "yes", "evaluate.tta"),
     ],
 )
 def test_bad_params_are_rejected_with_the_key_path(raw, path, value, key):
