@@ -149,11 +149,14 @@ def build_model(
     l1: float = 0.0,
     l2: float = 0.0,
     weights: str | None = None,
+    bn_momentum: float = 0.99,
 ) -> keras.Model:
     """Backbone `name` with one softmax head per entry of `heads` (head name -> classes).
 
     The model takes float pixels in [0, 255] of shape `input_shape` and outputs a dict of
-    class probabilities by head name.
+    class probabilities by head name. Every batch-norm layer, the applications' included, gets
+    `bn_momentum`: Keras' 0.99 needs hundreds of steps before the moving statistics used at
+    inference are any good, more than a short CPU run has.
     """
     if name not in BACKBONES:
         raise PipelineError(f"train.model: unknown model {name!r}; choose from {', '.join(BACKBONES)}")
@@ -163,4 +166,18 @@ def build_model(
         head: layers.Dense(n, activation="softmax", dtype="float32", name=head)(features)
         for head, n in heads.items()
     }
-    return keras.Model(inputs, outputs, name=name)
+    model = keras.Model(inputs, outputs, name=name)
+    for layer in _layers(model):
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = bn_momentum
+    return model
+
+
+def _layers(model: keras.Model) -> list[layers.Layer]:
+    """Every layer, those of nested models (the applications' backbones) included."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found.extend(_layers(layer))
+    return found

@@ -102,6 +102,7 @@ class TrainParams(_Section):
     dropout: float = Field(ge=0, lt=1)
     l1: float = Field(ge=0)
     l2: float = Field(ge=0)
+    bn_momentum: float = Field(gt=0, lt=1, description="moving-average momentum of every batch-norm layer")
     reduce_lr: ReduceLRParams
     early_stopping: EarlyStoppingParams
     class_weights: bool

@@ -49,6 +49,7 @@ def main(params: Params) -> dict:
         l1=p.l1,
         l2=p.l2,
         weights=p.weights,
+        bn_momentum=p.bn_momentum,
     )
     compile_model(model, p)
     arrays = [paths.resized_split(s) for s in ("train", "val")]

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -99,3 +100,12 @@ def test_tta_prediction_is_the_mean_over_the_views():
     np.testing.assert_allclose(averaged, manual, rtol=1e-5)
     np.testing.assert_allclose(averaged.sum(axis=1), 1, rtol=1e-5)
     assert not np.allclose(averaged, predict(model, x)["type"])
+
+
+@pytest.mark.parametrize("name", ["depthwise", "mobilenetv2"])
+def test_bn_momentum_reaches_every_batch_norm_layer(name):
+    from pipeline.models import _layers
+
+    model = build_model(name, (32, 32, 3), {"type": 4}, dropout=0.5, bn_momentum=0.9)
+    norms = [layer for layer in _layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(layer.momentum == 0.9 for layer in norms)
