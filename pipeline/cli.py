@@ -1,8 +1,10 @@
 """The `wbc` command: tools around the DVC pipeline (the stages themselves run under `dvc repro`)."""
 
 import argparse
+import csv
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from pipeline import paths
@@ -28,6 +30,80 @@ def gate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def voc_boxes(source: Path, images: list[Path]) -> dict[Path, list[tuple]]:
+    """WBC boxes per image from a VOC file (one image) or a folder of them named like the images."""
+    from pipeline.voc import parse_voc
+
+    if source.is_file():
+        if len(images) != 1:
+            raise PipelineError(f"--boxes {source}: one VOC file goes with one image, not {len(images)}")
+        files = {images[0]: source}
+    else:
+        files = {img: source / f"{img.stem}.xml" for img in images}
+    out = {}
+    for img, xml in files.items():
+        if not xml.is_file():
+            raise PipelineError(f"{img}: no VOC file {xml} for it")
+        out[img] = [(b.xmin, b.ymin, b.xmax, b.ymax) for b in parse_voc(xml).boxes("WBC")]
+    return out
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Classify the white cells in smear photos and print each cell and the differential."""
+    from tqdm import tqdm
+
+    from pipeline.classes import class_names
+    from pipeline.images import load_rgb
+    from pipeline.predict import (
+        ImageResult,
+        differential,
+        head_and_names,
+        image_files,
+        load_classifier,
+        predict_image,
+    )
+
+    params = load_params(Path(args.params))
+    files = image_files(args.paths)
+    if not files:
+        raise PipelineError(f"no images in {', '.join(map(str, args.paths))}")
+    boxes = voc_boxes(Path(args.boxes), files) if args.boxes else {}
+    model = load_classifier(args.model, paths.MODEL)
+    head, names = head_and_names(model, class_names(params.crop.keep_basophil))
+    results, unreadable = [], 0
+    for path in tqdm(files, unit="image", file=sys.stderr, disable=len(files) < 2):
+        try:
+            img = load_rgb(path)
+        except PipelineError as err:
+            results.append(ImageResult(str(path), note=f"unreadable: {err}"))
+            unreadable += 1
+            continue
+        results.append(predict_image(img, str(path), model, params, head, names, boxes.get(path)))
+    batch = differential([c.label for r in results for c in r.cells], names)
+    if args.format == "json":
+        images = [
+            asdict(r) | {"differential": differential([c.label for c in r.cells], names)} for r in results
+        ]
+        json.dump({"model": args.model or str(paths.MODEL), "images": images, "differential": batch},
+                  sys.stdout, indent=2)  # fmt: skip
+        print()
+    else:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["image", "cell", "xmin", "ymin", "xmax", "ymax", "score", "label",
+                         *(f"p_{n}" for n in names), "note"])  # fmt: skip
+        for r in results:
+            for i, c in enumerate(r.cells):
+                score = "" if c.score is None else f"{c.score:.3f}"
+                writer.writerow([r.image, i, *c.box, score, c.label, *c.probabilities.values(), ""])
+            if not r.cells:
+                writer.writerow([r.image, "", "", "", "", "", "", "", *("" for _ in names), r.note])
+    empty = sum(not r.cells for r in results)
+    shares = ", ".join(f"{n} {batch['percent'][n]}% ({batch['count'][n]})" for n in names)
+    print(f"{len(results)} images, {batch['cells']} cells, {empty} without a cell; differential: {shares}",
+          file=sys.stderr)  # fmt: skip
+    return 1 if unreadable else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wbc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -37,6 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--metrics", default=str(paths.stage_metrics("evaluate")))
     g.add_argument("--params", default=str(paths.PARAMS))
     g.set_defaults(run=gate)
+    p = sub.add_parser("predict", help="find and classify the white cells in smear photos; the differential")
+    p.add_argument("paths", nargs="+", type=Path, help="images, or folders searched recursively")
+    p.add_argument("--boxes", help="VOC file (one image) or folder of VOC files named like the images")
+    p.add_argument(
+        "--model", help="a .keras file or an MLflow URI (default: the pipeline's models/model.keras)"
+    )
+    p.add_argument("--format", choices=("json", "csv"), default="json")
+    p.add_argument("--params", default=str(paths.PARAMS), help="crop, localize and evaluate.tta settings")
+    p.set_defaults(run=predict)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

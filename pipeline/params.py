@@ -119,6 +119,22 @@ class EvaluateParams(_Section):
     tta: bool = Field(description="average predictions over the flips and quarter turns of each crop")
 
 
+class LocalizeParams(_Section):
+    """The stain-colour WBC localiser (`pipeline/localize.py`). Defaults tuned on the 364 BCCD photos
+    against their VOC WBC boxes, recall at IoU 0.5 first; sizes are fractions of the image width or
+    area, so the same values work at 640x480 and at the Kaggle sets' 320x240."""
+
+    min_purple: float = Field(40.0, ge=0, le=255, description="least B - G for a pixel to count as stain")
+    closing_radius: float = Field(0.01, ge=0, le=0.2, description="closing radius / image width")
+    merge_distance: float = Field(0.03, ge=0, le=0.5, description="blobs closer / width are one cell")
+    min_nucleus_fraction: float = Field(0.01, gt=0, lt=1, description="least blob area / image area")
+    min_relative_area: float = Field(0.25, ge=0, le=1, description="least blob area / largest blob")
+    box_growth: float = Field(1.0, ge=1, le=4, description="cell box side / stained blob box side")
+    box_margin: float = Field(0.02, ge=0, le=0.5, description="cytoplasm rim on each side / image width")
+    work_width: int = Field(320, ge=16, description="wider images are block-averaged to about this width")
+    max_cells: int = Field(5, ge=1, description="most white cells reported per field")
+
+
 class GatesParams(_Section):
     min_accuracy: float = Field(ge=0, le=1)
     min_macro_f1: float = Field(ge=0, le=1)
@@ -134,6 +150,7 @@ class Params(_Section):
     resize: ResizeParams
     train: TrainParams
     evaluate: EvaluateParams
+    localize: LocalizeParams
     gates: GatesParams
 
 

@@ -170,3 +170,19 @@ def tiny_project(work: Path) -> tuple[Path, dict]:
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "tiny dataset"], root, env)
     return root, env
+
+
+@pytest.fixture(scope="session")
+def bccd(tmp_path_factory) -> Path:
+    """The real BCCD tree (`BCCD/JPEGImages`, `BCCD/Annotations`): the workspace's `data/raw` when
+    fetched, else extracted from the mirror beside the repository; skipped when neither exists."""
+    if (REPO / "data/raw/BCCD").is_dir():
+        return REPO / "data/raw/BCCD"
+    archives = sorted(MIRROR.glob("*.zip")) if MIRROR.is_dir() else []
+    if not archives:
+        pytest.skip("no BCCD images: neither data/raw nor the mirror in ../shared")
+    from pipeline.fetch import safe_extract_zip
+
+    dest = tmp_path_factory.mktemp("bccd")
+    safe_extract_zip(archives[0], dest, max_member_bytes=1 << 30, max_total_bytes=1 << 31)
+    return dest / "BCCD"

@@ -1,0 +1,146 @@
+"""From a smear photo to a WBC differential: find the white cells (or take given VOC boxes), cut
+and resize each one exactly as the crop and resize stages do, classify it, count the types."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+from PIL import Image
+
+from pipeline.classes import NUCLEUS_GROUPS
+from pipeline.crop import crop_window
+from pipeline.errors import PipelineError
+from pipeline.localize import find_wbcs
+from pipeline.params import CropParams, Params
+from pipeline.resize import resize_image
+from pipeline.train import predict
+from pipeline.voc import Box
+
+# The width of the BCCD photos the crop stage cut from: `crop.padding` is in their pixels, so it
+# is scaled for fields of other sizes (the Kaggle sets' 320x240 copies, say).
+REFERENCE_WIDTH = 640
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Cell:
+    box: tuple[int, int, int, int]  # xmin, ymin, xmax, ymax in the image's pixels
+    label: str
+    probabilities: dict[str, float]
+    score: float | None = None  # the localiser's confidence; None for a given box
+
+
+@dataclass
+class ImageResult:
+    image: str
+    cells: list[Cell] = field(default_factory=list)
+    note: str = ""  # why an image has no cells
+
+
+def load_classifier(uri: str | None, default: Path) -> keras.Model:
+    """The pipeline's model file by default; or an MLflow URI (`models:/wbc-classifier@champion`,
+    `runs:/<id>/model`, `models:/<model id>`); or another `.keras` file."""
+    if uri is None or uri.split(":", 1)[0] not in ("models", "runs"):
+        path = Path(uri or default)
+        if not path.is_file():
+            raise PipelineError(f"{path}: no model file (run `dvc repro` first, or pass --model)")
+        return keras.saving.load_model(path)
+    import mlflow
+
+    from pipeline.tracking import check_reachable, tracking_uri
+
+    mlflow.set_tracking_uri(check_reachable(tracking_uri()))
+    try:
+        return mlflow.keras.load_model(uri)
+    except Exception as err:  # MLflow raises several types for a missing model or alias
+        raise PipelineError(f"{uri}: cannot load the model from MLflow ({err})") from None
+
+
+def head_and_names(model: keras.Model, classes: Sequence[str]) -> tuple[str, list[str]]:
+    """The head a differential is read from (cell type if the model has it) and its class names."""
+    if "type" in model.output_names:
+        n = model.get_layer("type").units
+        if n != len(classes):
+            raise PipelineError(f"the model predicts {n} cell types but the params name {len(classes)}")
+        return "type", list(classes)
+    return "nucleus", list(NUCLEUS_GROUPS)
+
+
+def crops(img: Image.Image, boxes: Sequence[tuple], crop: CropParams, size: tuple[int, int]) -> np.ndarray:
+    """(n, h, w, 3) uint8: each box cut with the crop stage's window, resized like the resize stage."""
+    padding = round(crop.padding * img.width / REFERENCE_WIDTH)
+    out = np.empty((len(boxes), *size, 3), np.uint8)
+    for i, box in enumerate(boxes):
+        w = crop_window(Box(*box), img.width, img.height, padding, crop.square)
+        out[i] = resize_image(img.crop((w.xmin, w.ymin, w.xmax, w.ymax)), *size)
+    return out
+
+
+def classify(
+    model: keras.Model, x: np.ndarray, head: str, names: Sequence[str], tta: bool
+) -> list[tuple[str, dict[str, float]]]:
+    """(label, probabilities by class) per crop."""
+    if not len(x):
+        return []
+    probs = predict(model, x, tta=tta)[head]
+    out = []
+    for p in probs:
+        out.append((names[int(p.argmax())], {n: round(float(v), 6) for n, v in zip(names, p, strict=True)}))
+    return out
+
+
+def differential(labels: Sequence[str], names: Sequence[str]) -> dict:
+    """What a clinician reads: the count and percentage of each type among the cells found."""
+    counts = {n: sum(label == n for label in labels) for n in names}
+    total = sum(counts.values())
+    return {
+        "cells": total,
+        "count": counts,
+        "percent": {n: round(100 * c / total, 1) if total else 0.0 for n, c in counts.items()},
+    }
+
+
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """The images named, and those under the folders named (recursively), in a stable order."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise PipelineError(f"{path}: no such file or folder")
+    return found
+
+
+def predict_image(
+    img: Image.Image,
+    name: str,
+    model: keras.Model,
+    params: Params,
+    head: str,
+    names: Sequence[str],
+    given: Sequence[tuple] | None = None,
+) -> ImageResult:
+    """Classify the white cells of one field: the `given` boxes (from a VOC file), or those the
+    localiser finds. A field with no cell says so in `note` rather than disappearing."""
+    if given is not None:
+        found = [(tuple(b), None) for b in given]
+    else:
+        found = [(d.box, d.score) for d in find_wbcs(np.asarray(img), params.localize)]
+    if not found:
+        return ImageResult(
+            name, note="no box in the VOC file" if given is not None else "no white cell found"
+        )
+    size = model.input_shape[1:3]
+    x = crops(img, [b for b, _ in found], params.crop, size)
+    labelled = classify(model, x, head, names, params.evaluate.tta)
+    return ImageResult(
+        name,
+        [
+            Cell(box, label, probs, score)
+            for (box, score), (label, probs) in zip(found, labelled, strict=True)
+        ],
+    )
