@@ -208,3 +208,18 @@ def log_report(report: Mapping, artifact_name: str) -> None:
     }
     mlflow.log_metrics(numbers)
     mlflow.log_dict(dict(report), artifact_name)
+
+
+REGISTERED_MODEL = "wbc-classifier"
+CHAMPION = "champion"
+
+
+def register(model_uri: str, promote: bool, name: str = REGISTERED_MODEL) -> dict:
+    """Add a logged model as a new version of `name`; move the `champion` alias to it only when
+    `promote` (its gates passed), so `models:/wbc-classifier@champion` is always a model that passed."""
+    import mlflow
+
+    version = mlflow.register_model(model_uri, name).version
+    if promote:
+        mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION, version)
+    return {"name": name, "version": int(version), "champion": promote}

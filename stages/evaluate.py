@@ -1,18 +1,26 @@
 """DVC stage `evaluate`: score the trained model on the held-out test split (and on val)."""
 
+import json
+
 import keras
 import mlflow
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
-from pipeline import paths
+from pipeline import paths, published
 from pipeline.atomic import atomic_write_bytes
-from pipeline.classes import NUCLEUS_GROUPS
+from pipeline.classes import NUCLEUS, NUCLEUS_GROUPS
 from pipeline.evaluate import bootstrap_intervals, classification_report, headline_metrics, to_nucleus
+from pipeline.gates import check_gates
+from pipeline.images import load_rgb
+from pipeline.localize import find_wbcs
 from pipeline.params import Params
 from pipeline.plots import confusion_png, gallery_png
+from pipeline.predict import crops
 from pipeline.resize import load_npz
 from pipeline.stage import run_stage
+from pipeline.tracking import register
 from pipeline.train import predict
 
 
@@ -59,7 +67,55 @@ def main(params: Params) -> dict:
             report[f"{split}_{other}_head"] = metrics
         if split == "test":
             write_plots(arrays, probs[head], head, report[split]["confusion"], params.evaluate.gallery_size)
+    root = published.dataset2_dir()
+    if root is not None:
+        report["published"] = score_published(model, params, report["test"]["head"], root)
+    register_if_logged(report, params)
     return report
+
+
+def register_if_logged(report: dict, params: Params) -> None:
+    """A new registry version of the model train logged; the `champion` alias only if the gates'
+    floors pass (the drop-against-baseline gate needs git and runs in `wbc gate`)."""
+    try:
+        model_uri = json.loads(paths.MODEL_RUN.read_text())["model_uri"]
+    except (OSError, ValueError, KeyError):
+        return
+    passed = all(c.passed for c in check_gates(report, None, params.gates))
+    entry = register(model_uri, promote=passed)
+    mlflow.set_tags({"registry.version": entry["version"], "registry.champion": str(passed).lower()})
+    print(f"evaluate: {entry['name']} version {entry['version']}" + (" is the champion" if passed else ""))
+
+
+def score_published(model, params: Params, head: str, root) -> dict:
+    """TEST_SIMPLE and TEST through the localiser (its best cell per field) and the classifier."""
+    train = load_npz(paths.resized_split("train"))
+    names = [str(c) for c in train["classes"]] if head == "type" else list(NUCLEUS_GROUPS)
+    table = published.fields(root)
+    seen = {*train["source_image"], *load_npz(paths.resized_split("val"))["source_image"]}
+    published.check_unseen(seen, table["source_image"])
+    size = model.input_shape[1:3]
+    x = np.zeros((len(table), *size, 3), np.uint8)
+    found = np.zeros(len(table), bool)
+    for i, path in enumerate(tqdm(table["path"], desc="published sets", unit="field", mininterval=10)):
+        img = load_rgb(path)
+        cells = find_wbcs(np.asarray(img), params.localize)
+        if cells:
+            x[i], found[i] = crops(img, [cells[0].box], params.crop, size)[0], True
+    pred = published.predictions(
+        predict(model, x, tta=params.evaluate.tta)[head].argmax(axis=1), found, len(names)
+    )
+    to_index = {c: names.index(c if head == "type" else NUCLEUS[c]) for c in table["class"].unique()}
+    truth = table["class"].map(to_index).to_numpy()
+    p = params.evaluate
+    out = {}
+    for set_name, rows in table.groupby("set").groups.items():
+        idx = np.asarray(rows)
+        out[set_name] = published.report(
+            truth[idx], pred[idx], table["source_image"].to_numpy()[idx], names,
+            resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
+        )  # fmt: skip
+    return out
 
 
 def write_plots(arrays: dict, probs: np.ndarray, head: str, confusion: list, gallery_size: int) -> None:

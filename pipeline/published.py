@@ -1,0 +1,98 @@
+"""The published test sets (Kaggle "blood-cells" TEST and TEST_SIMPLE): whole 320x240 fields, each
+named by its class folder, scored through the localiser and the classifier, as the published
+systems were. Honest only for a model that never trained on their 69 source photos."""
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import PipelineError
+
+ENV = "WBC_DATASET2_DIR"  # the folder holding images/TEST, images/TEST_SIMPLE and test_sources.csv
+SETS = ("TEST_SIMPLE", "TEST")
+
+
+def dataset2_dir() -> Path | None:
+    """The folder named by WBC_DATASET2_DIR, checked; None when the variable is unset."""
+    value = os.environ.get(ENV)
+    if not value:
+        return None
+    root = Path(value)
+    for needed in ("images/TEST", "images/TEST_SIMPLE", "test_sources.csv"):
+        if not (root / needed).exists():
+            raise PipelineError(f"{ENV}={root}: no {needed} there")
+    return root
+
+
+def _key(class_folder: str, file_name: str) -> tuple[str, str]:
+    """TEST_SIMPLE/<CLASS>/_<n>_<id>.jpeg is source n of its class; every TEST/<CLASS>/_<n>_*.jpeg is an
+    augmented copy of that same source."""
+    parts = file_name.split("_")
+    if len(parts) < 3 or not parts[1].isdigit():
+        raise PipelineError(f"{class_folder}/{file_name}: not named _<n>_<id>.jpeg like the Kaggle sets")
+    return class_folder, parts[1]
+
+
+def fields(root: Path) -> pd.DataFrame:
+    """One row per field: set, path, class (lower case) and the BCCD source photo it comes from."""
+    sources = pd.read_csv(root / "test_sources.csv")
+    by_key = {
+        _key(*rel.split("/", 1)): img
+        for rel, img in zip(sources["test_simple_file"], sources["bccd_image"], strict=True)
+    }
+    rows = []
+    for set_name in SETS:
+        for path in sorted((root / "images" / set_name).glob("*/*.jpeg")):
+            key = _key(path.parent.name, path.name)
+            if key not in by_key:
+                raise PipelineError(f"{path}: its source is not in {root / 'test_sources.csv'}")
+            rows.append((set_name, path, path.parent.name.lower(), by_key[key]))
+    return pd.DataFrame(rows, columns=["set", "path", "class", "source_image"])
+
+
+def check_unseen(trained_on: Iterable[str], held_out: Iterable[str]) -> None:
+    """Refuse to score sets whose source photos the model trained or validated on."""
+    leaked = sorted(set(trained_on) & set(held_out))
+    if leaked:
+        raise PipelineError(
+            f"refusing to score the published test sets: the model trained on {len(leaked)} of their "
+            f"source photos ({', '.join(leaked[:3])}, ...); train with split.strategy: kaggle"
+        )
+
+
+def predictions(pred: np.ndarray, found: np.ndarray, n_classes: int) -> np.ndarray:
+    """Class indices, with `n_classes` (counted wrong for every metric) where no cell was found."""
+    return np.where(found, pred, n_classes)
+
+
+def report(
+    truth: np.ndarray, pred: np.ndarray, groups: np.ndarray, classes: list[str], *, resamples: int,
+    confidence: float, seed: int,
+) -> dict:  # fmt: skip
+    """Accuracy, macro-F1 and per-class figures of one set, a missed cell counting as wrong, with
+    bootstrap intervals over source photos (one photo is ~36 TEST fields)."""
+    from pipeline.evaluate import bootstrap_intervals, classification_report, headline_metrics, to_nucleus
+
+    out = classification_report(truth, pred, classes)
+    n = len(classes)
+    out["cells_found"] = float(np.mean(pred != n))
+    out["missed_per_class"] = {c: int(np.sum((truth == i) & (pred == n))) for i, c in enumerate(classes)}
+    out["n_sources"] = len(np.unique(groups))
+    metrics = headline_metrics(n)
+    if set(classes) <= {"neutrophil", "eosinophil", "lymphocyte", "monocyte", "basophil"}:
+
+        def nucleus_accuracy(t: np.ndarray, q: np.ndarray) -> float:
+            hit = q != n
+            same = np.zeros(len(t), bool)
+            same[hit] = to_nucleus(t[hit], classes) == to_nucleus(q[hit], classes)
+            return float(np.mean(same))
+
+        metrics["nucleus_accuracy"] = nucleus_accuracy
+        out["nucleus_accuracy"] = nucleus_accuracy(truth, pred)
+    ci = bootstrap_intervals(
+        truth, pred, groups, metrics, resamples=resamples, confidence=confidence, seed=seed
+    )
+    return out | {f"{m}_ci": bounds for m, bounds in ci.items()}

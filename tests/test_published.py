@@ -1,0 +1,79 @@
+"""The published test sets: fields mapped to their source photos, the leak check, and the report
+where a field with no cell found counts as wrong."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.errors import PipelineError
+from pipeline.published import ENV, check_unseen, dataset2_dir, fields, predictions, report
+from tests.conftest import SHARED
+
+
+def make_dataset2(root, simple: dict[str, str], test: list[str]):
+    """simple: TEST_SIMPLE relative file -> BCCD photo; test: TEST relative files."""
+    for set_name, files in (("TEST_SIMPLE", list(simple)), ("TEST", test)):
+        for rel in files:
+            path = root / "images" / set_name / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 6)).save(path)
+    lines = ["test_simple_file,bccd_image,class"] + [
+        f"{f},{img},{f.split('/')[0]}" for f, img in simple.items()
+    ]
+    (root / "test_sources.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_every_test_field_maps_to_the_source_of_its_simple_field(tmp_path):
+    root = make_dataset2(
+        tmp_path,
+        {"MONOCYTE/_0_11.jpeg": "BloodImage_00001.jpg", "MONOCYTE/_1_12.jpeg": "BloodImage_00002.jpg",
+         "EOSINOPHIL/_0_13.jpeg": "BloodImage_00003.jpg"},
+        ["MONOCYTE/_0_901.jpeg", "MONOCYTE/_1_902.jpeg", "MONOCYTE/_0_903.jpeg", "EOSINOPHIL/_0_904.jpeg"],
+    )  # fmt: skip
+    table = fields(root)
+    test = table[table["set"] == "TEST"]
+    test = test.set_index(test["path"].map(lambda p: p.name))
+    assert test.loc["_0_901.jpeg", "source_image"] == "BloodImage_00001.jpg"
+    assert test.loc["_1_902.jpeg", "source_image"] == "BloodImage_00002.jpg"
+    assert test.loc["_0_904.jpeg", "source_image"] == "BloodImage_00003.jpg"
+    assert set(table["class"]) == {"monocyte", "eosinophil"}
+    (root / "images/TEST/MONOCYTE/_7_999.jpeg").write_bytes(b"")
+    with pytest.raises(PipelineError, match=r"_7_999\.jpeg: its source is not in"):
+        fields(root)
+
+
+@pytest.mark.skipif(not (SHARED / "datasets/dataset2-master").is_dir(), reason="dataset2 not beside the repo")
+def test_the_real_sets_have_69_sources_and_their_documented_sizes():
+    table = fields(SHARED / "datasets/dataset2-master")
+    assert table.groupby("set").size().to_dict() == {"TEST": 2487, "TEST_SIMPLE": 71}
+    assert table.groupby("set")["source_image"].nunique().to_dict() == {"TEST": 69, "TEST_SIMPLE": 69}
+
+
+def test_env_var_must_name_a_complete_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV, raising=False)
+    assert dataset2_dir() is None
+    monkeypatch.setenv(ENV, str(tmp_path))
+    with pytest.raises(PipelineError, match=f"{ENV}=.*no images/TEST there"):
+        dataset2_dir()
+
+
+def test_a_model_that_saw_a_test_source_is_refused():
+    check_unseen({"BloodImage_00005.jpg"}, ["BloodImage_00001.jpg"])
+    with pytest.raises(PipelineError, match=r"trained on 1 of their source photos \(BloodImage_00001\.jpg"):
+        check_unseen({"BloodImage_00001.jpg", "BloodImage_00005.jpg"}, ["BloodImage_00001.jpg"])
+
+
+def test_a_missed_cell_counts_as_wrong():
+    classes = ["neutrophil", "eosinophil", "lymphocyte", "monocyte"]
+    truth = np.array([0, 0, 1, 2, 3, 3])
+    pred = predictions(np.array([0, 1, 1, 2, 3, 0]), np.array([True, True, True, True, True, False]), 4)
+    assert pred.tolist() == [0, 1, 1, 2, 3, 4]
+    out = report(truth, pred, np.array(list("aabcdd")), classes, resamples=20, confidence=0.95, seed=0)
+    assert out["accuracy"] == pytest.approx(4 / 6)
+    assert out["cells_found"] == pytest.approx(5 / 6)
+    assert out["missed_per_class"] == {"neutrophil": 0, "eosinophil": 0, "lymphocyte": 0, "monocyte": 1}
+    assert out["per_class"]["monocyte"]["recall"] == pytest.approx(0.5)
+    # poly/mono: the neutrophil called eosinophil is still right; the missed monocyte is wrong.
+    assert out["nucleus_accuracy"] == pytest.approx(5 / 6)
+    assert out["n_sources"] == 4 and len(out["accuracy_ci"]) == 2
