@@ -1,6 +1,6 @@
 """Every model x task on the `kaggle` split under one budget, as DVC experiments; then a table.
 
-    python scripts/model_table.py queue [--epochs 6 --per-class 300]   # queue all, run one at a time
+    python scripts/model_table.py queue [--epochs 5 --per-class 300 --size 64 --batch 16]  # one at a time
     python scripts/model_table.py report                               # markdown table from MLflow
 
 Each run is an ordinary `dvc exp run` named `tbl-<model>-<task>`, so it is in `dvc exp show` and
@@ -17,13 +17,14 @@ from pipeline.tracking import EXPERIMENT, tracking_uri
 PREFIX = "tbl-"
 
 
-def queue(epochs: int, per_class: int) -> None:
-    for model in BACKBONES:
-        for task in TASK_HEADS:
+def queue(epochs: int, per_class: int, size: int, batch: int) -> None:
+    for task in TASK_HEADS:
+        for model in BACKBONES:
             subprocess.run(
                 ["dvc", "exp", "run", "--queue", "-n", f"{PREFIX}{model}-{task}",
-                 "-S", f"train.model={model}", "-S", f"train.task={task}",
-                 "-S", f"train.epochs={epochs}", "-S", f"augment.target_per_class={per_class}"],
+                 "-S", f"train.model={model}", "-S", f"train.task={task}", "-S", f"train.epochs={epochs}",
+                 "-S", f"train.batch_size={batch}", "-S", f"augment.target_per_class={per_class}",
+                 "-S", f"resize.height={size}", "-S", f"resize.width={size}"],
                 check=True,
             )  # fmt: skip
     subprocess.run(["dvc", "queue", "start", "-j", "1"], check=True)
@@ -47,7 +48,7 @@ def report() -> None:
     latest: dict[str, object] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time):
         latest[run.data.tags["dvc.exp_name"]] = run
-    print("| model | task | params | val macro-F1 | test acc [95% CI] | test macro-F1 [95% CI] "
+    print("| model | task | weights | val macro-F1 | test acc [95% CI] | test macro-F1 [95% CI] "
           "| poly/mono acc | train s | img/s |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in sorted(latest):
@@ -55,10 +56,12 @@ def report() -> None:
         p, m = run.data.params, run.data.metrics
         ev = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/evaluate.json")
         test = ev["test"]
-        poly = (
-            _cell(test, "nucleus_accuracy") if "nucleus_accuracy" in test
-            else _cell(test, "accuracy") if test["head"] == "nucleus" else "-"
-        )  # fmt: skip
+        if "test_nucleus_head" in ev:  # multitask: the nucleus head's own answer
+            poly = _cell(ev["test_nucleus_head"], "accuracy")
+        elif test["head"] == "nucleus":
+            poly = _cell(test, "accuracy")
+        else:  # the cell-type head's answers grouped by nucleus
+            poly = _cell(test, "nucleus_accuracy")
         val_f1 = ev["val"]["macro_f1"]
         print(
             f"| `{p['train.model']}` | {p['train.task']} | {int(m['params']):,} | {val_f1:.3f} "
@@ -73,12 +76,14 @@ def main() -> None:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("queue")
-    q.add_argument("--epochs", type=int, default=6)
+    q.add_argument("--epochs", type=int, default=5)
     q.add_argument("--per-class", type=int, default=300)
+    q.add_argument("--size", type=int, default=64, help="height and width of the resized crops")
+    q.add_argument("--batch", type=int, default=16)
     sub.add_parser("report")
     args = parser.parse_args()
     if args.command == "queue":
-        queue(args.epochs, args.per_class)
+        queue(args.epochs, args.per_class, args.size, args.batch)
     else:
         report()
 

@@ -110,3 +110,26 @@ def test_gate_runs_against_the_committed_baseline(project, runs):
     assert "test.accuracy" in done.stdout and "vs baseline" in done.stdout
     assert done.returncode in (0, 1)
     assert ("0 failed" in done.stdout) == (done.returncode == 0)
+
+
+def test_every_model_gets_a_registry_version_and_champion_follows_the_gates(project, runs):
+    import mlflow
+
+    root, env = project
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions("name = 'wbc-classifier'")
+    assert len(versions) == 2
+    for v in versions:
+        champion = client.get_run(v.run_id).data.tags["registry.champion"] == "true"
+        assert champion == ("champion" in v.aliases)
+    out = run(["dvc", "exp", "run", "-n", "open-gates", "-S", "gates.min_accuracy=0",
+               "-S", "gates.min_macro_f1=0", "-S", "gates.min_recall=0"], root, env)  # fmt: skip
+    assert stages_run(out) == ["evaluate"]
+    champion = client.get_model_version_by_alias("wbc-classifier", "champion")
+    assert int(champion.version) == 3
+    model = mlflow.pyfunc.load_model("models:/wbc-classifier@champion")
+    x = np.zeros((1, 32, 32, 3), np.float32)
+    out = model.predict(x)
+    probs = (out.item() if isinstance(out, np.ndarray) and out.dtype == object else out)["type"]
+    assert probs.shape == (1, 4)
