@@ -96,7 +96,13 @@ def cnn_bilstm(x, *, dropout: float, reg, **_) -> keras.KerasTensor:
         c = layers.MaxPooling2D()(c)
     c = layers.GlobalAveragePooling2D()(c)
     gray = layers.Resizing(64, 64)(scaled)
-    gray = layers.Lambda(lambda t: keras.ops.mean(t, axis=-1), name="grayscale")(gray)  # (B, 64, 64)
+    # Grayscale as a fixed 1x1 convolution (the channel mean): a built-in layer, so the saved model
+    # loads in Keras' safe mode and in MLflow, which a Lambda layer would not.
+    gray = layers.Conv2D(
+        1, 1, use_bias=False, trainable=False, kernel_initializer=keras.initializers.Constant(1 / 3),
+        name="grayscale",
+    )(gray)  # fmt: skip
+    gray = layers.Reshape((64, 64))(gray)  # (B, 64 rows, 64 columns)
     rows = layers.Bidirectional(layers.LSTM(64, return_sequences=True))(gray)  # (B, 64 rows, 128)
     cols = layers.Permute((2, 1))(rows)  # (B, 128, 64): read the row outputs column-wise
     cols = layers.Bidirectional(layers.LSTM(64))(cols)  # (B, 128)

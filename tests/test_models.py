@@ -109,3 +109,14 @@ def test_bn_momentum_reaches_every_batch_norm_layer(name):
     model = build_model(name, (32, 32, 3), {"type": 4}, dropout=0.5, bn_momentum=0.9)
     norms = [layer for layer in _layers(model) if isinstance(layer, keras.layers.BatchNormalization)]
     assert norms and all(layer.momentum == 0.9 for layer in norms)
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_every_model_saves_and_loads_in_safe_mode(name, tmp_path):
+    model = build_model(name, (32, 32, 3), {"type": 4}, dropout=0.5)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras", safe_mode=True)
+    x = tiny(2)["x"].astype("float32")
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0)["type"], model.predict(x, verbose=0)["type"], rtol=1e-5
+    )
