@@ -71,8 +71,8 @@ def check_reachable(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> str:
 def ensure_experiment(name: str) -> str:
     """The experiment's id, created if missing; safe when queued runs race to create it.
 
-    With the default store the artifacts go to `<repo root>/mlruns` by absolute path, never into
-    the temporary copy a queued experiment runs in.
+    With a local store (SQLite) the artifacts go to `<repo root>/mlruns` by absolute path, never
+    into the temporary copy a queued experiment runs in, whichever run creates the experiment.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -81,7 +81,8 @@ def ensure_experiment(name: str) -> str:
     found = client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = (repo_root() / "mlruns").as_uri() if mlflow.get_tracking_uri() == local_store() else None
+    local = not mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks"))
+    location = (repo_root() / "mlruns").as_uri() if local else None  # a server keeps its own
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:

@@ -1,18 +1,18 @@
 """Every model x task on the `kaggle` split under one budget, as DVC experiments; then a table.
 
     python scripts/model_table.py queue [--epochs 5 --per-class 300 --size 64 --batch 16]  # one at a time
-    python scripts/model_table.py report                               # markdown table from MLflow
+    python scripts/model_table.py report                               # markdown table
 
 Each run is an ordinary `dvc exp run` named `tbl-<model>-<task>`, so it is in `dvc exp show` and
-in MLflow with all its params; the table reads the model runs back from MLflow.
+in MLflow with all its params; the table reads the experiments' metrics back from DVC.
 """
 
 import argparse
+import json
 import subprocess
 import sys
 
 from pipeline.models import BACKBONES, TASK_HEADS
-from pipeline.tracking import EXPERIMENT, tracking_uri
 
 PREFIX = "tbl-"
 
@@ -36,25 +36,40 @@ def _cell(report: dict, key: str) -> str:
     return f"{value} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else value
 
 
-def report() -> None:
-    import mlflow
+def experiments() -> dict[str, dict]:
+    """The finished `tbl-*` experiments of every commit, by name (the latest run of each name)."""
+    out = subprocess.run(["dvc", "exp", "show", "--json", "-A"], check=True, capture_output=True, text=True)
+    found: dict[str, dict] = {}
+    for commit in json.loads(out.stdout):
+        for exp in commit.get("experiments") or []:
+            if (exp.get("executor") or {}).get("state", "success") != "success":
+                continue  # queued or running: its data is the baseline's
+            for rev in exp["revs"]:
+                name, data = rev.get("name") or "", rev.get("data") or {}
+                metrics = data.get("metrics", {})
+                done = all("data" in metrics.get(f"metrics/{m}.json", {}) for m in ("train", "evaluate"))
+                if (
+                    name.startswith(PREFIX)
+                    and done
+                    and (name not in found or data["timestamp"] > found[name]["timestamp"])
+                ):
+                    found[name] = data
+    return found
 
-    mlflow.set_tracking_uri(tracking_uri())
-    client = mlflow.MlflowClient()
-    experiment = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs(
-        [experiment.experiment_id], f"tags.`dvc.exp_name` LIKE '{PREFIX}%' AND tags.stages = 'train,evaluate'"
-    )
-    latest: dict[str, object] = {}
-    for run in sorted(runs, key=lambda r: r.info.start_time):
-        latest[run.data.tags["dvc.exp_name"]] = run
-    print("| model | task | weights | val macro-F1 | test acc [95% CI] | test macro-F1 [95% CI] "
+
+def report() -> None:
+    print("| model | task | params | val macro-F1 | test acc [95% CI] | test macro-F1 [95% CI] "
           "| poly/mono acc | train s | img/s |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    for name in sorted(latest):
-        run = latest[name]
-        p, m = run.data.params, run.data.metrics
-        ev = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/evaluate.json")
+    rows = []
+    for data in experiments().values():
+        train = data["params"]["params.yaml"]["data"]["train"]
+        ev = data["metrics"]["metrics/evaluate.json"]["data"]
+        fit = data["metrics"]["metrics/train.json"]["data"]
+        rows.append(
+            (list(TASK_HEADS).index(train["task"]), list(BACKBONES).index(train["model"]), train, ev, fit)
+        )
+    for _, _, train, ev, fit in sorted(rows, key=lambda r: r[:2]):
         test = ev["test"]
         if "test_nucleus_head" in ev:  # multitask: the nucleus head's own answer
             poly = _cell(ev["test_nucleus_head"], "accuracy")
@@ -62,11 +77,10 @@ def report() -> None:
             poly = _cell(test, "accuracy")
         else:  # the cell-type head's answers grouped by nucleus
             poly = _cell(test, "nucleus_accuracy")
-        val_f1 = ev["val"]["macro_f1"]
         print(
-            f"| `{p['train.model']}` | {p['train.task']} | {int(m['params']):,} | {val_f1:.3f} "
+            f"| `{train['model']}` | {train['task']} | {fit['params']:,} | {ev['val']['macro_f1']:.3f} "
             f"| {_cell(test, 'accuracy')} | {_cell(test, 'macro_f1')} | {poly} "
-            f"| {m['train_seconds']:.0f} | {m['images_per_second']:.0f} |"
+            f"| {fit['train_seconds']:.0f} | {fit['images_per_second']:.0f} |"
         )
 
 
