@@ -58,7 +58,7 @@ def experiments() -> dict[str, dict]:
 
 
 def report() -> None:
-    print("| model | task | params | val macro-F1 | test acc [95% CI] | test macro-F1 [95% CI] "
+    print("| model | task | params | val macro-F1 | test acc | test macro-F1 "
           "| poly/mono acc | train s | img/s |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     rows = []
