@@ -30,6 +30,9 @@ def gate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+CHUNK = 64  # images classified together: one model call per TTA view and chunk
+
+
 def voc_boxes(source: Path, images: list[Path]) -> dict[Path, list[tuple]]:
     """WBC boxes per image from a VOC file (one image) or a folder of them named like the images."""
     from pipeline.voc import parse_voc
@@ -60,7 +63,7 @@ def predict(args: argparse.Namespace) -> int:
         head_and_names,
         image_files,
         load_classifier,
-        predict_image,
+        predict_images,
     )
 
     params = load_params(Path(args.params))
@@ -71,14 +74,18 @@ def predict(args: argparse.Namespace) -> int:
     model = load_classifier(args.model, paths.MODEL)
     head, names = head_and_names(model, class_names(params.crop.keep_basophil))
     results, unreadable = [], 0
-    for path in tqdm(files, unit="image", file=sys.stderr, disable=len(files) < 2):
-        try:
-            img = load_rgb(path)
-        except PipelineError as err:
-            results.append(ImageResult(str(path), note=f"unreadable: {err}"))
-            unreadable += 1
-            continue
-        results.append(predict_image(img, str(path), model, params, head, names, boxes.get(path)))
+    with tqdm(total=len(files), unit="image", file=sys.stderr, disable=len(files) < 2) as bar:
+        for start in range(0, len(files), CHUNK):
+            chunk, readable, failed = files[start : start + CHUNK], [], {}
+            for path in chunk:
+                try:
+                    readable.append((str(path), load_rgb(path), boxes.get(path)))
+                except PipelineError as err:
+                    failed[path] = ImageResult(str(path), note=f"unreadable: {err}")
+            predicted = iter(predict_images(readable, model, params, head, names))
+            results.extend(failed[path] if path in failed else next(predicted) for path in chunk)
+            unreadable += len(failed)
+            bar.update(len(chunk))
     batch = differential([c.label for r in results for c in r.cells], names)
     if args.format == "json":
         images = [

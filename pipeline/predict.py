@@ -115,32 +115,33 @@ def image_files(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
-def predict_image(
-    img: Image.Image,
-    name: str,
+def predict_images(
+    images: Sequence[tuple[str, Image.Image, Sequence[tuple] | None]],
     model: keras.Model,
     params: Params,
     head: str,
     names: Sequence[str],
-    given: Sequence[tuple] | None = None,
-) -> ImageResult:
-    """Classify the white cells of one field: the `given` boxes (from a VOC file), or those the
-    localiser finds. A field with no cell says so in `note` rather than disappearing."""
-    if given is not None:
-        found = [(tuple(b), None) for b in given]
-    else:
-        found = [(d.box, d.score) for d in find_wbcs(np.asarray(img), params.localize)]
-    if not found:
-        return ImageResult(
-            name, note="no box in the VOC file" if given is not None else "no white cell found"
-        )
+) -> list[ImageResult]:
+    """Classify the white cells of several fields, given as (name, image, VOC boxes or None): the
+    given boxes, or those the localiser finds. All crops go through the model together (one call
+    per TTA view, not per field). A field with no cell says so in `note` rather than disappearing."""
+    if not images:
+        return []
     size = model.input_shape[1:3]
-    x = crops(img, [b for b, _ in found], params.crop, size)
-    labelled = classify(model, x, head, names, params.evaluate.tta)
-    return ImageResult(
-        name,
-        [
-            Cell(box, label, probs, score)
-            for (box, score), (label, probs) in zip(found, labelled, strict=True)
-        ],
-    )
+    found, batches = [], []
+    for _, img, given in images:
+        if given is not None:
+            cells = [(tuple(b), None) for b in given]
+        else:
+            cells = [(d.box, d.score) for d in find_wbcs(np.asarray(img), params.localize)]
+        found.append(cells)
+        batches.append(crops(img, [b for b, _ in cells], params.crop, size))
+    labelled = iter(classify(model, np.concatenate(batches), head, names, params.evaluate.tta))
+    results = []
+    for (name, _, given), cells in zip(images, found, strict=True):
+        if not cells:
+            why = "no box in the VOC file" if given is not None else "no white cell found"
+            results.append(ImageResult(name, note=why))
+            continue
+        results.append(ImageResult(name, [Cell(box, *next(labelled), score) for box, score in cells]))
+    return results

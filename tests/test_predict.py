@@ -12,7 +12,7 @@ from PIL import Image
 from pipeline.errors import PipelineError
 from pipeline.models import build_model
 from pipeline.params import load_params
-from pipeline.predict import crops, differential, head_and_names, image_files, predict_image
+from pipeline.predict import crops, differential, head_and_names, image_files, predict_images
 from pipeline.voc import parse_voc
 from tests.conftest import REPO
 from tests.test_localize import ROUND, THREE_LOBES, field
@@ -70,13 +70,18 @@ def test_each_found_cell_is_classified_and_an_empty_field_is_reported(model_file
 
     model = keras.saving.load_model(model_file)
     head, names = head_and_names(model, NAMES)
-    result = predict_image(Image.fromarray(field([THREE_LOBES, ROUND])), "f", model, PARAMS, head, names)
+    fields = [
+        ("f", Image.fromarray(field([THREE_LOBES, ROUND])), None),
+        ("e", Image.fromarray(field([], platelets=False)), None),
+        ("g", Image.fromarray(field([ROUND])), [(10, 10, 50, 50)]),
+    ]
+    result, empty, given = predict_images(fields, model, PARAMS, head, names)
     assert len(result.cells) == 2 and not result.note
     for cell in result.cells:
         assert cell.label in NAMES and abs(sum(cell.probabilities.values()) - 1) < 1e-4
         assert 0 <= cell.score <= 1
-    empty = predict_image(Image.fromarray(field([], platelets=False)), "e", model, PARAMS, head, names)
     assert empty.cells == [] and empty.note == "no white cell found"
+    assert [c.box for c in given.cells] == [(10, 10, 50, 50)] and given.cells[0].score is None
     with pytest.raises(PipelineError, match="predicts 4 cell types but the params name 5"):
         head_and_names(model, [*NAMES, "basophil"])
 
