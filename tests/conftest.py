@@ -1,9 +1,14 @@
 """Shared fixtures: environment for quiet, offline runs, and small generated VOC datasets."""
 
+import contextlib
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -186,3 +191,33 @@ def bccd(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("bccd")
     safe_extract_zip(archives[0], dest, max_member_bytes=1 << 30, max_total_bytes=1 << 31)
     return dest / "BCCD"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_server(cmd: list[str], ready_url: str, timeout_s: float = 120, **popen) -> Iterator[None]:
+    """Run a server process (on 127.0.0.1), wait until `ready_url` answers 200, and stop it by PID."""
+    import requests
+
+    server = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **popen
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if requests.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, f"{cmd[:4]} did not start"
+            time.sleep(0.5)
+        yield
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)

@@ -2,7 +2,6 @@
 `dvc repro`, then `dvc exp run -S`, and both runs found in MLflow with their tags and artifacts."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.conftest import run, stages_run, tiny_project
+from tests.conftest import free_port, local_server, run, stages_run, tiny_project
 
 pytestmark = pytest.mark.e2e
 
@@ -143,41 +142,19 @@ def test_every_model_gets_a_registry_version_and_champion_follows_the_gates(proj
 def test_the_champion_served_over_http_answers_like_the_model(project, runs):
     """`mlflow models serve` on 127.0.0.1: real crops in, the same probabilities as predicting with
     the model file (the alias was moved by the previous test)."""
-    import signal
-    import socket
-    import time
-
     import keras
     import requests
 
     from pipeline.resize import load_npz
 
     root, env = project
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/wbc-classifier@champion",
-         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-        cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "the model server did not start"
-            time.sleep(1)
+    url = f"http://127.0.0.1:{free_port()}"
+    cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/wbc-classifier@champion",
+           "--env-manager", "local", "-h", "127.0.0.1", "-p", url.rsplit(":", 1)[1], "-w", "1"]  # fmt: skip
+    with local_server(cmd, f"{url}/ping", cwd=root, env=env):
         crops = load_npz(root / "data/resized/test.npz")["x"][:3].astype("float32")
         answer = requests.post(f"{url}/invocations", json={"inputs": crops.tolist()}, timeout=60)
         assert answer.status_code == 200, answer.text[:500]
         served = np.asarray(answer.json()["predictions"]["type"])
         expected = keras.saving.load_model(root / "models/model.keras").predict(crops, verbose=0)["type"]
         np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)

@@ -1,5 +1,4 @@
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pipeline.tracking import (
     stage_run,
     tracking_uri,
 )
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port, local_server
 
 
 def test_repo_root_escapes_a_queued_experiment_copy(tmp_path):
@@ -43,12 +42,6 @@ def test_flatten_nested_params():
     assert flatten({"train": {"lr": 0.1, "es": {"on": True}}, "x": 1}) == {
         "train.lr": 0.1, "train.es.on": True, "x": 1,
     }  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -94,23 +87,13 @@ def test_a_stage_against_a_dead_server_exits_with_the_uri_and_writes_nothing(tmp
 
 
 def test_stages_log_to_a_real_tracking_server(tmp_path, monkeypatch):
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        uri = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                check_reachable(uri, timeout_s=1)
-                break
-            except PipelineError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
+    uri = f"http://127.0.0.1:{free_port()}"
+    cmd = [
+        sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", uri.rsplit(":", 1)[1],
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--workers", "1",
+    ]  # fmt: skip
+    with local_server(cmd, f"{uri}/health", timeout_s=90):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         monkeypatch.chdir(tmp_path)
         with stage_run("crop", {"crop": {"padding": 4}}, {"crop": {"padding": 4}}) as run:
@@ -120,9 +103,6 @@ def test_stages_log_to_a_real_tracking_server(tmp_path, monkeypatch):
         logged = mlflow.MlflowClient(uri).get_run(run.info.run_id)
         assert logged.data.params == {"crop.padding": "4"} and logged.data.metrics == {"crops": 3.0}
         assert logged.data.tags["stage"] == "crop" and logged.data.tags["params.sha256"]
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def test_experiment_creation_tolerates_a_concurrent_creator(tmp_path, monkeypatch):
