@@ -1,6 +1,7 @@
 """Every model x task on the `kaggle` split under one budget, as DVC experiments; then a table.
 
     python scripts/model_table.py queue [--epochs 5 --per-class 300 --size 64 --batch 16]  # one at a time
+                                        [--tasks type nucleus multitask] [--models varra ...]
     python scripts/model_table.py report                               # markdown table
 
 Each run is an ordinary `dvc exp run` named `tbl-<model>-<task>`, so it is in `dvc exp show` and
@@ -17,9 +18,9 @@ from pipeline.models import BACKBONES, TASK_HEADS
 PREFIX = "tbl-"
 
 
-def queue(epochs: int, per_class: int, size: int, batch: int) -> None:
-    for task in TASK_HEADS:
-        for model in BACKBONES:
+def queue(epochs: int, per_class: int, size: int, batch: int, tasks: list[str], models: list[str]) -> None:
+    for task in tasks:
+        for model in models:
             subprocess.run(
                 ["dvc", "exp", "run", "--queue", "-n", f"{PREFIX}{model}-{task}",
                  "-S", f"train.model={model}", "-S", f"train.task={task}", "-S", f"train.epochs={epochs}",
@@ -94,10 +95,12 @@ def main() -> None:
     q.add_argument("--per-class", type=int, default=300)
     q.add_argument("--size", type=int, default=64, help="height and width of the resized crops")
     q.add_argument("--batch", type=int, default=16)
+    q.add_argument("--tasks", nargs="+", choices=list(TASK_HEADS), default=list(TASK_HEADS))
+    q.add_argument("--models", nargs="+", choices=list(BACKBONES), default=list(BACKBONES))
     sub.add_parser("report")
     args = parser.parse_args()
     if args.command == "queue":
-        queue(args.epochs, args.per_class, args.size, args.batch)
+        queue(args.epochs, args.per_class, args.size, args.batch, args.tasks, args.models)
     else:
         report()
 
