@@ -30,9 +30,6 @@ def gate(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-CHUNK = 64  # images classified together: one model call per TTA view and chunk
-
-
 def voc_boxes(source: Path, images: list[Path]) -> dict[Path, list[tuple]]:
     """WBC boxes per image from a VOC file (one image) or a folder of them named like the images."""
     from pipeline.voc import parse_voc
@@ -58,6 +55,7 @@ def predict(args: argparse.Namespace) -> int:
     from pipeline.classes import class_names
     from pipeline.images import load_rgb
     from pipeline.predict import (
+        CHUNK,
         ImageResult,
         differential,
         head_and_names,

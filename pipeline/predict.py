@@ -22,6 +22,7 @@ from pipeline.voc import Box
 # is scaled for fields of other sizes (the Kaggle sets' 320x240 copies, say).
 REFERENCE_WIDTH = 640
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+CHUNK = 64  # fields classified together by `predict_images` callers: one model call per TTA view
 
 
 @dataclass(frozen=True)

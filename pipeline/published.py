@@ -3,13 +3,15 @@ named by its class folder, scored through the localiser and the classifier, as t
 systems were. Honest only for a model that never trained on their 69 source photos."""
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from pipeline.classes import NUCLEUS
 from pipeline.errors import PipelineError
+from pipeline.evaluate import bootstrap_intervals, classification_report, headline_metrics, nucleus_accuracy
 
 ENV = "WBC_DATASET2_DIR"  # the folder holding images/TEST, images/TEST_SIMPLE and test_sources.csv
 SETS = ("TEST_SIMPLE", "TEST")
@@ -63,9 +65,10 @@ def check_unseen(trained_on: Iterable[str], held_out: Iterable[str]) -> None:
         )
 
 
-def predictions(pred: np.ndarray, found: np.ndarray, n_classes: int) -> np.ndarray:
-    """Class indices, with `n_classes` (counted wrong for every metric) where no cell was found."""
-    return np.where(found, pred, n_classes)
+def predictions(labels: Sequence[str | None], classes: Sequence[str]) -> np.ndarray:
+    """Class indices of each field's label, with len(classes) (counted wrong by every metric) for a
+    field where no cell was found (None)."""
+    return np.array([len(classes) if label is None else classes.index(label) for label in labels])
 
 
 def report(
@@ -74,24 +77,15 @@ def report(
 ) -> dict:  # fmt: skip
     """Accuracy, macro-F1 and per-class figures of one set, a missed cell counting as wrong, with
     bootstrap intervals over source photos (one photo is ~36 TEST fields)."""
-    from pipeline.evaluate import bootstrap_intervals, classification_report, headline_metrics, to_nucleus
-
     out = classification_report(truth, pred, classes)
     n = len(classes)
     out["cells_found"] = float(np.mean(pred != n))
     out["missed_per_class"] = {c: int(np.sum((truth == i) & (pred == n))) for i, c in enumerate(classes)}
     out["n_sources"] = len(np.unique(groups))
     metrics = headline_metrics(n)
-    if set(classes) <= {"neutrophil", "eosinophil", "lymphocyte", "monocyte", "basophil"}:
-
-        def nucleus_accuracy(t: np.ndarray, q: np.ndarray) -> float:
-            hit = q != n
-            same = np.zeros(len(t), bool)
-            same[hit] = to_nucleus(t[hit], classes) == to_nucleus(q[hit], classes)
-            return float(np.mean(same))
-
-        metrics["nucleus_accuracy"] = nucleus_accuracy
-        out["nucleus_accuracy"] = nucleus_accuracy(truth, pred)
+    if set(classes) <= set(NUCLEUS):  # cell types, so also scored as poly/mono
+        metrics["nucleus_accuracy"] = nucleus_accuracy(classes)
+        out["nucleus_accuracy"] = metrics["nucleus_accuracy"](truth, pred)
     ci = bootstrap_intervals(
         truth, pred, groups, metrics, resamples=resamples, confidence=confidence, seed=seed
     )

@@ -11,13 +11,12 @@ from tqdm import tqdm
 from pipeline import paths, published
 from pipeline.atomic import atomic_write_bytes
 from pipeline.classes import NUCLEUS, NUCLEUS_GROUPS
-from pipeline.evaluate import bootstrap_intervals, classification_report, headline_metrics, to_nucleus
+from pipeline.evaluate import bootstrap_intervals, classification_report, headline_metrics, nucleus_accuracy
 from pipeline.gates import check_gates
 from pipeline.images import load_rgb
-from pipeline.localize import find_wbcs
 from pipeline.params import Params
 from pipeline.plots import confusion_png, gallery_png
-from pipeline.predict import crops
+from pipeline.predict import CHUNK, head_and_names, predict_images
 from pipeline.resize import load_npz
 from pipeline.stage import run_stage
 from pipeline.tracking import register
@@ -40,9 +39,7 @@ def score(arrays: dict, probs: dict, params: Params, intervals: bool) -> dict:
         report["n_sources"] = len(np.unique(arrays["source_image"]))
         metrics = headline_metrics(len(names))
         if head == "type":
-            metrics["nucleus_accuracy"] = lambda t, q: float(
-                np.mean(to_nucleus(t, classes) == to_nucleus(q, classes))
-            )
+            metrics["nucleus_accuracy"] = nucleus_accuracy(classes)
             report["nucleus_accuracy"] = metrics["nucleus_accuracy"](truth, pred)
         if intervals:
             ci = bootstrap_intervals(
@@ -69,7 +66,8 @@ def main(params: Params) -> dict:
             write_plots(arrays, probs[head], head, report[split]["confusion"], params.evaluate.gallery_size)
     root = published.dataset2_dir()
     if root is not None:
-        report["published"] = score_published(model, params, report["test"]["head"], root)
+        head, names = head_and_names(model, [str(c) for c in arrays["classes"]])
+        report["published"] = score_published(model, params, head, names, root)
     register_if_logged(report, params)
     return report
 
@@ -87,24 +85,24 @@ def register_if_logged(report: dict, params: Params) -> None:
     print(f"evaluate: {entry['name']} version {entry['version']}" + (" is the champion" if passed else ""))
 
 
-def score_published(model, params: Params, head: str, root) -> dict:
-    """TEST_SIMPLE and TEST through the localiser (its best cell per field) and the classifier."""
-    train = load_npz(paths.resized_split("train"))
-    names = [str(c) for c in train["classes"]] if head == "type" else list(NUCLEUS_GROUPS)
+def score_published(model, params: Params, head: str, names: list[str], root) -> dict:
+    """TEST_SIMPLE and TEST through the localiser (its best cell per field) and the classifier,
+    exactly as `wbc predict` classifies a photo."""
     table = published.fields(root)
-    seen = {*train["source_image"], *load_npz(paths.resized_split("val"))["source_image"]}
+    seen = {
+        source
+        for split in ("train", "val")
+        for source in load_npz(paths.resized_split(split), keys=("source_image",))["source_image"]
+    }
     published.check_unseen(seen, table["source_image"])
-    size = model.input_shape[1:3]
-    x = np.zeros((len(table), *size, 3), np.uint8)
-    found = np.zeros(len(table), bool)
-    for i, path in enumerate(tqdm(table["path"], desc="published sets", unit="field", mininterval=10)):
-        img = load_rgb(path)
-        cells = find_wbcs(np.asarray(img), params.localize)
-        if cells:
-            x[i], found[i] = crops(img, [cells[0].box], params.crop, size)[0], True
-    pred = published.predictions(
-        predict(model, x, tta=params.evaluate.tta)[head].argmax(axis=1), found, len(names)
-    )
+    labels: list[str | None] = []
+    with tqdm(total=len(table), desc="published sets", unit="field", mininterval=10) as bar:
+        for start in range(0, len(table), CHUNK):
+            chunk = [(str(p), load_rgb(p), None) for p in table["path"].iloc[start : start + CHUNK]]
+            results = predict_images(chunk, model, params, head, names)
+            labels += [r.cells[0].label if r.cells else None for r in results]  # the best cell
+            bar.update(len(chunk))
+    pred = published.predictions(labels, names)
     to_index = {c: names.index(c if head == "type" else NUCLEUS[c]) for c in table["class"].unique()}
     truth = table["class"].map(to_index).to_numpy()
     p = params.evaluate

@@ -1,13 +1,19 @@
 """The published test sets: fields mapped to their source photos, the leak check, and the report
 where a field with no cell found counts as wrong."""
 
+import shutil
+
+import keras
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
+from pipeline import paths
 from pipeline.errors import PipelineError
-from pipeline.published import ENV, check_unseen, dataset2_dir, fields, predictions, report
-from tests.conftest import SHARED
+from pipeline.params import load_params
+from pipeline.published import ENV, SETS, check_unseen, dataset2_dir, fields, predictions, report
+from tests.conftest import REPO, SHARED
 
 
 def make_dataset2(root, simple: dict[str, str], test: list[str]):
@@ -67,7 +73,7 @@ def test_a_model_that_saw_a_test_source_is_refused():
 def test_a_missed_cell_counts_as_wrong():
     classes = ["neutrophil", "eosinophil", "lymphocyte", "monocyte"]
     truth = np.array([0, 0, 1, 2, 3, 3])
-    pred = predictions(np.array([0, 1, 1, 2, 3, 0]), np.array([True, True, True, True, True, False]), 4)
+    pred = predictions(["neutrophil", "eosinophil", "eosinophil", "lymphocyte", "monocyte", None], classes)
     assert pred.tolist() == [0, 1, 1, 2, 3, 4]
     out = report(truth, pred, np.array(list("aabcdd")), classes, resamples=20, confidence=0.95, seed=0)
     assert out["accuracy"] == pytest.approx(4 / 6)
@@ -77,3 +83,51 @@ def test_a_missed_cell_counts_as_wrong():
     # poly/mono: the neutrophil called eosinophil is still right; the missed monocyte is wrong.
     assert out["nucleus_accuracy"] == pytest.approx(5 / 6)
     assert out["n_sources"] == 4 and len(out["accuracy_ci"]) == 2
+
+
+def always(label: int, size: int = 32) -> keras.Model:
+    """A cell-type model that answers `label` for every crop, whatever it shows."""
+    inputs = keras.Input((size, size, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    bias = keras.initializers.Constant(np.eye(4)[label] * 5)
+    head = keras.layers.Dense(4, "softmax", kernel_initializer="zeros", bias_initializer=bias, name="type")
+    return keras.Model(inputs, {"type": head(pooled)})
+
+
+@pytest.mark.skipif(not (SHARED / "datasets/dataset2-master").is_dir(), reason="dataset2 not beside the repo")
+def test_the_evaluate_stage_scores_real_fields_through_localiser_and_model(tmp_path, monkeypatch):
+    """Two real TEST_SIMPLE fields per class, and in TEST also a blank field whose cell cannot be
+    found: a model that always says lymphocyte is right on exactly the lymphocyte fields it saw."""
+    from stages.evaluate import score_published
+
+    real = SHARED / "datasets/dataset2-master"
+    picked = pd.read_csv(real / "test_sources.csv").groupby("class").head(2)
+    root = tmp_path / "dataset2"
+    for set_name in SETS:
+        for rel in picked["test_simple_file"]:
+            (root / "images" / set_name / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(real / "images/TEST_SIMPLE" / rel, root / "images" / set_name / rel)
+    picked.to_csv(root / "test_sources.csv", index=False)
+    blank = picked["test_simple_file"][picked["class"] == "MONOCYTE"].iloc[0].replace(".jpeg", "0.jpeg")
+    Image.new("RGB", (320, 240), "white").save(root / "images/TEST" / blank)
+
+    params = load_params(REPO / "params.yaml")
+    monkeypatch.chdir(tmp_path)
+    paths.RESIZED.mkdir(parents=True)
+    for split, source in (("train", "BloodImage_00400.jpg"), ("val", "BloodImage_00401.jpg")):
+        np.savez(paths.resized_split(split), source_image=np.array([source]))
+    names = ["neutrophil", "eosinophil", "lymphocyte", "monocyte"]
+    out = score_published(always(2), params, "type", names, root)
+
+    simple, test = out["TEST_SIMPLE"], out["TEST"]
+    assert simple["n_images"] == 8 and test["n_images"] == 9
+    assert simple["cells_found"] == 1.0 and test["cells_found"] == pytest.approx(8 / 9)
+    assert test["missed_per_class"] == {"neutrophil": 0, "eosinophil": 0, "lymphocyte": 0, "monocyte": 1}
+    assert simple["accuracy"] == pytest.approx(2 / 8) and test["accuracy"] == pytest.approx(2 / 9)
+    assert simple["per_class"]["lymphocyte"]["recall"] == 1.0
+    assert simple["nucleus_accuracy"] == pytest.approx(4 / 8)  # lymphocytes and monocytes are mono
+    assert test["nucleus_accuracy"] == pytest.approx(4 / 9)  # and the missed monocyte is wrong
+
+    np.savez(paths.resized_split("val"), source_image=picked["bccd_image"].to_numpy(str)[:1])
+    with pytest.raises(PipelineError, match="trained on 1 of their source photos"):
+        score_published(always(2), params, "type", names, root)
