@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process of this machine still runs (one that is not ours counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -39,7 +40,7 @@ def clear_leftovers(dest: Path) -> None:
     for marker in (".tmp-", ".old-"):
         for sibling in dest.parent.glob(f".{dest.name}{marker}*"):
             pid = _writer_pid(sibling.name, f".{dest.name}{marker}")
-            if pid is None or _alive(pid):
+            if pid is None or alive(pid):
                 continue
             if marker == ".old-" and not dest.exists():
                 os.rename(sibling, dest)

@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.atomic import alive
 from pipeline.errors import PipelineError
 
 EXPERIMENT = "wbc-pipeline"
@@ -169,6 +171,7 @@ def stage_run(
 
     mlflow.set_tracking_uri(check_reachable(tracking_uri()))
     experiment = ensure_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    end_orphans(experiment)
     flat = {k: str(v) for k, v in flatten(params).items()}
     before = _resumable(resume, flat) if resume else None
     if before is not None:
@@ -179,11 +182,27 @@ def stage_run(
             tags["model_run_id"] = resume
     run_id = before.info.run_id if before is not None else None
     with mlflow.start_run(run_id=run_id, experiment_id=experiment, run_name=None if run_id else stage) as run:
-        mlflow.set_tags(tags)
+        mlflow.set_tags(tags | {"run.host": socket.gethostname(), "run.pid": str(os.getpid())})
         mlflow.log_params(flat)
         if Path("dvc.lock").is_file():  # with the commit and params: enough to rebuild the run
             mlflow.log_artifact("dvc.lock")
         yield run
+
+
+def end_orphans(experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs whose stage process on this machine is gone: a stage killed by
+    SIGKILL or a power cut cannot end its own run, and the UI would show it running forever."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    here = f"attributes.status = 'RUNNING' and tags.`run.host` = '{socket.gethostname()}'"
+    ended = []
+    for run in client.search_runs([experiment_id], filter_string=here, max_results=1000):
+        pid = run.data.tags.get("run.pid", "")
+        if pid.isdigit() and not alive(int(pid)):
+            client.set_terminated(run.info.run_id, "KILLED")
+            ended.append(run.info.run_id)
+    return ended
 
 
 def _resumable(run_id: str, params: Mapping[str, str]):

@@ -9,6 +9,7 @@ import sys
 import time
 
 import keras
+import mlflow
 import numpy as np
 import pytest
 import yaml
@@ -127,3 +128,7 @@ def test_killed_train_stage_resumes_and_ends_with_a_model(tmp_path):
     assert keras.saving.load_model(tmp_path / paths.MODEL) is not None
     assert len((tmp_path / paths.HISTORY).read_text().splitlines()) == 1 + 6
     assert not (tmp_path / paths.CHECKPOINT).exists()
+    # The killed run cannot end itself: the next stage run marks it KILLED, not RUNNING for ever.
+    client = mlflow.MlflowClient(tracking_uri=store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]

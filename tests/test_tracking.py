@@ -10,6 +10,7 @@ import pytest
 from pipeline.errors import PipelineError
 from pipeline.tracking import (
     check_reachable,
+    end_orphans,
     ensure_experiment,
     flatten,
     locked_md5,
@@ -123,6 +124,26 @@ def test_experiment_creation_tolerates_a_concurrent_creator(tmp_path, monkeypatc
 
     monkeypatch.setattr(mlflow.MlflowClient, "get_experiment_by_name", racing_get)
     assert ensure_experiment("raced") == real_get("raced").experiment_id
+
+
+def test_runs_of_dead_stage_processes_on_this_machine_are_marked_killed(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    experiment = ensure_experiment("orphans")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    here = socket.gethostname()
+    runs = {
+        name: client.create_run(experiment, tags={"run.host": host, "run.pid": str(pid)}).info.run_id
+        for name, host, pid in (("dead", here, dead.pid), ("alive", here, os.getpid()),
+                                ("elsewhere", f"not-{here}", dead.pid))
+    }  # fmt: skip
+    assert end_orphans(experiment) == [runs["dead"]]
+    status = {name: client.get_run(run_id).info.status for name, run_id in runs.items()}
+    assert status == {"dead": "KILLED", "alive": "RUNNING", "elsewhere": "RUNNING"}
 
 
 def test_locked_md5_and_params_hash(tmp_path):
