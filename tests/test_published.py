@@ -131,3 +131,41 @@ def test_the_evaluate_stage_scores_real_fields_through_localiser_and_model(tmp_p
     np.savez(paths.resized_split("val"), source_image=picked["bccd_image"].to_numpy(str)[:1])
     with pytest.raises(PipelineError, match="trained on 1 of their source photos"):
         score_published(always(2), params, "type", names, root)
+
+
+@pytest.mark.parametrize("head", ["type", "nucleus"])
+def test_each_field_is_scored_by_its_best_cell(tmp_path, monkeypatch, head):
+    """A field with a white cell (found first, the best) and a black one (second), and a model that
+    calls bright crops class 0 and dark ones its last class: the field gets class 0."""
+    from pipeline import predict
+    from pipeline.localize import Detection
+    from stages.evaluate import score_published
+
+    classes = {"type": ["neutrophil", "eosinophil", "lymphocyte", "monocyte"], "nucleus": ["poly", "mono"]}
+    names = classes[head]
+    img = np.zeros((240, 320, 3), np.uint8)
+    img[:, 160:] = 255
+    root = make_dataset2(tmp_path / "d2", {"NEUTROPHIL/_0_1.jpeg": "BloodImage_00001.jpg"}, [])
+    Image.fromarray(img).save(root / "images/TEST_SIMPLE/NEUTROPHIL/_0_1.jpeg")
+    boxes = [Detection((200, 80, 280, 160), 0.9), Detection((40, 80, 120, 160), 0.5)]
+    monkeypatch.setattr(predict, "find_wbcs", lambda rgb, params: boxes)
+
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    kernel = np.zeros((3, len(names)), np.float32)
+    kernel[:, 0] = 0.1  # a white crop: logit 76 for class 0
+    bias = np.zeros(len(names), np.float32)
+    bias[-1] = 5.0  # a black crop: only the last class's bias
+    dense = keras.layers.Dense(len(names), "softmax", name=head)
+    model = keras.Model(inputs, {head: dense(pooled)})
+    dense.set_weights([kernel, bias])
+
+    monkeypatch.chdir(tmp_path)
+    paths.RESIZED.mkdir(parents=True)
+    for split in ("train", "val"):
+        np.savez(paths.resized_split(split), source_image=np.array(["BloodImage_00400.jpg"]))
+    out = score_published(model, load_params(REPO / "params.yaml"), head, names, root)["TEST_SIMPLE"]
+    assert out["accuracy"] == 1.0 and out["cells_found"] == 1.0
+    boxes.reverse()  # the black cell first: the field is called the last class, wrongly
+    out = score_published(model, load_params(REPO / "params.yaml"), head, names, root)["TEST_SIMPLE"]
+    assert out["accuracy"] == 0.0 and out["confusion"][0][-1] == 1
