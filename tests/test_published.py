@@ -85,6 +85,14 @@ def test_a_missed_cell_counts_as_wrong():
     assert out["n_sources"] == 4 and len(out["accuracy_ci"]) == 2
 
 
+def quick_params():
+    """The repository's params with TTA off (these tests' models answer alike for every view) and
+    50 bootstrap resamples (sklearn's metrics cost ~8 ms a call)."""
+    params = load_params(REPO / "params.yaml")
+    quick = params.evaluate.model_copy(update={"tta": False, "bootstrap_resamples": 50})
+    return params.model_copy(update={"evaluate": quick})
+
+
 def always(label: int, size: int = 32) -> keras.Model:
     """A cell-type model that answers `label` for every crop, whatever it shows."""
     inputs = keras.Input((size, size, 3))
@@ -111,7 +119,7 @@ def test_the_evaluate_stage_scores_real_fields_through_localiser_and_model(tmp_p
     blank = picked["test_simple_file"][picked["class"] == "MONOCYTE"].iloc[0].replace(".jpeg", "0.jpeg")
     Image.new("RGB", (320, 240), "white").save(root / "images/TEST" / blank)
 
-    params = load_params(REPO / "params.yaml")
+    params = quick_params()
     monkeypatch.chdir(tmp_path)
     paths.RESIZED.mkdir(parents=True)
     for split, source in (("train", "BloodImage_00400.jpg"), ("val", "BloodImage_00401.jpg")):
@@ -164,8 +172,8 @@ def test_each_field_is_scored_by_its_best_cell(tmp_path, monkeypatch, head):
     paths.RESIZED.mkdir(parents=True)
     for split in ("train", "val"):
         np.savez(paths.resized_split(split), source_image=np.array(["BloodImage_00400.jpg"]))
-    out = score_published(model, load_params(REPO / "params.yaml"), head, names, root)["TEST_SIMPLE"]
+    out = score_published(model, quick_params(), head, names, root)["TEST_SIMPLE"]
     assert out["accuracy"] == 1.0 and out["cells_found"] == 1.0
     boxes.reverse()  # the black cell first: the field is called the last class, wrongly
-    out = score_published(model, load_params(REPO / "params.yaml"), head, names, root)["TEST_SIMPLE"]
+    out = score_published(model, quick_params(), head, names, root)["TEST_SIMPLE"]
     assert out["accuracy"] == 0.0 and out["confusion"][0][-1] == 1
