@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from pipeline.evaluate import bootstrap_intervals, classification_report, headline_metrics, to_nucleus
 
@@ -20,6 +21,22 @@ def test_metrics_match_hand_computed_values():
     )
     assert r["per_class"]["lymphocyte"]["precision"] == 1.0
     assert r["confusion"] == [[2, 1, 0, 0], [0, 2, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]]
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # sklearn warns of absent classes
+@pytest.mark.parametrize("seed", range(50))
+def test_headline_metrics_equal_sklearns_to_the_last_bit(seed):
+    """The bootstrap's numpy metrics against sklearn's, with absent classes and cells not found (4)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    truth = rng.choice(rng.permutation(4)[: rng.integers(1, 5)], n)
+    pred = np.where(rng.random(n) < 0.6, truth, rng.integers(0, 5, n))
+    ours = headline_metrics(4)
+    assert ours["accuracy"](truth, pred) == accuracy_score(truth, pred)
+    assert ours["macro_f1"](truth, pred) == f1_score(
+        truth, pred, labels=range(4), average="macro", zero_division=0
+    )
+    assert ours["balanced_accuracy"](truth, pred) == balanced_accuracy_score(truth, pred)
 
 
 def test_nucleus_groups_from_cell_types():
