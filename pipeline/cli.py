@@ -7,10 +7,10 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from pipeline import paths
-from pipeline.errors import PipelineError
-from pipeline.gates import baseline_from_dvc, check_gates, format_table
-from pipeline.params import load_params
+from pipeline.core import paths
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import load_params
+from pipeline.evaluation.gates import baseline_from_dvc, check_gates, format_table
 
 
 def gate(args: argparse.Namespace) -> int:
@@ -32,7 +32,7 @@ def gate(args: argparse.Namespace) -> int:
 
 def voc_boxes(source: Path, images: list[Path]) -> dict[Path, list[tuple]]:
     """WBC boxes per image from a VOC file (one image) or a folder of them named like the images."""
-    from pipeline.voc import parse_voc
+    from pipeline.data.voc import parse_voc
 
     if source.is_file():
         if len(images) != 1:
@@ -50,18 +50,13 @@ def voc_boxes(source: Path, images: list[Path]) -> dict[Path, list[tuple]]:
 
 def predict(args: argparse.Namespace) -> int:
     """Classify the white cells in smear photos and print each cell and the differential."""
-    from tqdm import tqdm
-
-    from pipeline.classes import class_names
-    from pipeline.images import load_rgb
-    from pipeline.predict import (
-        CHUNK,
-        ImageResult,
+    from pipeline.core.classes import class_names
+    from pipeline.inference.classify import (
+        classify_files,
         differential,
-        head_and_names,
         image_files,
         load_classifier,
-        predict_images,
+        model_head,
     )
 
     params = load_params(Path(args.params))
@@ -70,20 +65,10 @@ def predict(args: argparse.Namespace) -> int:
         raise PipelineError(f"no images in {', '.join(map(str, args.paths))}")
     boxes = voc_boxes(Path(args.boxes), files) if args.boxes else {}
     model = load_classifier(args.model, paths.MODEL)
-    head, names = head_and_names(model, class_names(params.crop.keep_basophil))
-    results, unreadable = [], 0
-    with tqdm(total=len(files), unit="image", file=sys.stderr, disable=len(files) < 2) as bar:
-        for start in range(0, len(files), CHUNK):
-            chunk, readable, failed = files[start : start + CHUNK], [], {}
-            for path in chunk:
-                try:
-                    readable.append((str(path), load_rgb(path), boxes.get(path)))
-                except PipelineError as err:
-                    failed[path] = ImageResult(str(path), note=f"unreadable: {err}")
-            predicted = iter(predict_images(readable, model, params, head, names))
-            results.extend(failed[path] if path in failed else next(predicted) for path in chunk)
-            unreadable += len(failed)
-            bar.update(len(chunk))
+    out = model_head(model, class_names(params.crop.keep_basophil))
+    names = out.classes
+    results = classify_files(files, model, params, out, boxes)
+    unreadable = sum(r.note.startswith("unreadable") for r in results)
     batch = differential([c.label for r in results for c in r.cells], names)
     if args.format == "json":
         images = [

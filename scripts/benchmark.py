@@ -12,7 +12,6 @@
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,24 +19,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # for tests.helpers.copy_repo when run as a script
 STAGES = ["fetch", "crop", "split", "augment", "resize", "train", "evaluate"]
-
-
-def copy_repo(dest: Path) -> None:
-    """A fresh git repository at `dest` holding this repo's tracked and new files, but no data."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for rel in files:
-        if (REPO / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, dest / rel)
-    for cmd in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=wbc", "-c", "user.email=wbc@example.invalid", "commit", "-qm", "copy"],
-    ):
-        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
 
 
 def timed(cmd: list[str], cwd: Path, env: dict) -> float:
@@ -47,14 +30,15 @@ def timed(cmd: list[str], cwd: Path, env: dict) -> float:
 
 
 def fit_throughput(data: Path, epochs: int) -> None:
-    """Images/s of pipeline.train.fit vs a bare model.fit on the same arrays (first epoch excluded)."""
+    """Images/s of pipeline.model.train.fit vs a bare model.fit on the same arrays (first epoch excluded)."""
     import keras
     import numpy as np
 
-    from pipeline.models import build_model
-    from pipeline.params import load_params
-    from pipeline.resize import load_npz
-    from pipeline.train import compile_model, fit, heads_for, targets
+    from pipeline.core.classes import task_heads
+    from pipeline.core.params import load_params
+    from pipeline.data.resize import class_list, load_npz
+    from pipeline.model.train import compile_model, fit, targets
+    from pipeline.model.zoo import build_model
 
     params = load_params(REPO / "params.yaml").train
     off = {"enabled": False}
@@ -68,7 +52,9 @@ def fit_throughput(data: Path, epochs: int) -> None:
     train = load_npz(data / "train.npz")
 
     def new_model() -> keras.Model:
-        m = build_model(p.model, train["x"].shape[1:], heads_for(p.task, train["classes"]), dropout=p.dropout)
+        m = build_model(
+            p.model, train["x"].shape[1:], task_heads(p.task, class_list(train)), dropout=p.dropout
+        )
         compile_model(m, p)
         return m
 
@@ -99,9 +85,9 @@ def bootstrap_seconds() -> None:
     """Seconds for the intervals of one published set, which evaluate computes for three sets."""
     import numpy as np
 
-    from pipeline.classes import CLASSES
-    from pipeline.evaluate import bootstrap_intervals, headline_metrics, nucleus_accuracy
-    from pipeline.params import load_params
+    from pipeline.core.classes import CLASSES
+    from pipeline.core.params import load_params
+    from pipeline.evaluation.metrics import bootstrap_intervals, headline_metrics, nucleus_accuracy
 
     p = load_params(REPO / "params.yaml").evaluate
     rng = np.random.default_rng(0)
@@ -139,6 +125,8 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="wbc-bench-") as tmp:
         root = Path(tmp)
+        from tests.helpers import copy_repo
+
         copy_repo(root)
         env["MLFLOW_TRACKING_URI"] = f"sqlite:///{root / 'mlflow.db'}"
         print(f"{'stage':<10} {'seconds':>8}")

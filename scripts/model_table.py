@@ -13,7 +13,8 @@ import json
 import subprocess
 import sys
 
-from pipeline.models import BACKBONES, TASK_HEADS
+from pipeline.core.classes import TASKS
+from pipeline.model.zoo import BACKBONES
 
 PREFIX = "tbl-"
 
@@ -67,9 +68,7 @@ def report() -> None:
         train = data["params"]["params.yaml"]["data"]["train"]
         ev = data["metrics"]["metrics/evaluate.json"]["data"]
         fit = data["metrics"]["metrics/train.json"]["data"]
-        rows.append(
-            (list(TASK_HEADS).index(train["task"]), list(BACKBONES).index(train["model"]), train, ev, fit)
-        )
+        rows.append((list(TASKS).index(train["task"]), list(BACKBONES).index(train["model"]), train, ev, fit))
     for _, _, train, ev, fit in sorted(rows, key=lambda r: r[:2]):
         test = ev["test"]
         if "test_nucleus_head" in ev:  # multitask: the nucleus head's own answer
@@ -95,7 +94,7 @@ def main() -> None:
     q.add_argument("--per-class", type=int, default=300)
     q.add_argument("--size", type=int, default=64, help="height and width of the resized crops")
     q.add_argument("--batch", type=int, default=16)
-    q.add_argument("--tasks", nargs="+", choices=list(TASK_HEADS), default=list(TASK_HEADS))
+    q.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
     q.add_argument("--models", nargs="+", choices=list(BACKBONES), default=list(BACKBONES))
     sub.add_parser("report")
     args = parser.parse_args()

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline import paths
-from pipeline.atomic import atomic_dir
-from pipeline.augment import Copy, make_copy, sample_table
-from pipeline.images import load_rgb, save_png
-from pipeline.params import AugmentParams, Params
+from pipeline.core import paths
+from pipeline.core.atomic import atomic_dir
+from pipeline.core.params import AugmentParams, Params
+from pipeline.data.augment import Copy, make_copy, sample_table
+from pipeline.data.images import load_rgb, save_png
 from pipeline.stage import run_stage
 
 

@@ -1,10 +1,10 @@
 """DVC stage `crop`: one PNG per labelled white cell, cut from its VOC box, plus a manifest."""
 
-from pipeline import paths
-from pipeline.atomic import atomic_dir
-from pipeline.crop import load_annotations, plan_crops, write_crops
-from pipeline.labels import read_labels
-from pipeline.params import Params
+from pipeline.core import paths
+from pipeline.core.atomic import atomic_dir
+from pipeline.core.params import Params
+from pipeline.data.crop import load_annotations, plan_crops, write_crops
+from pipeline.data.labels import read_labels
 from pipeline.stage import run_stage
 
 

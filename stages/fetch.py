@@ -7,9 +7,9 @@ the same files are copied from it instead (offline machines, CI).
 import os
 from pathlib import Path
 
-from pipeline import paths
-from pipeline.fetch import Source, fetch_bccd
-from pipeline.params import Params
+from pipeline.core import paths
+from pipeline.core.params import Params
+from pipeline.data.fetch import Source, fetch_bccd
 from pipeline.stage import run_stage
 
 MB = 1 << 20

@@ -6,12 +6,12 @@ import time
 import numpy as np
 from PIL import Image
 
-from pipeline import paths
-from pipeline.images import load_rgb
-from pipeline.localize import find_wbcs, match, summarize
-from pipeline.params import Params
+from pipeline.core import paths
+from pipeline.core.params import Params
+from pipeline.data.images import load_rgb
+from pipeline.data.voc import parse_voc
+from pipeline.inference.localize import find_wbcs, match, summarize
 from pipeline.stage import run_stage
-from pipeline.voc import parse_voc
 
 
 def main(params: Params) -> dict:

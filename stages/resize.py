@@ -2,12 +2,12 @@
 
 import pandas as pd
 
-from pipeline import paths
-from pipeline.atomic import atomic_dir
-from pipeline.classes import class_names
-from pipeline.images import load_rgb
-from pipeline.params import Params
-from pipeline.resize import save_npz, split_arrays
+from pipeline.core import paths
+from pipeline.core.atomic import atomic_dir
+from pipeline.core.classes import class_names
+from pipeline.core.params import Params
+from pipeline.data.images import load_rgb
+from pipeline.data.resize import save_npz, split_arrays
 from pipeline.stage import run_stage
 
 

@@ -2,11 +2,11 @@
 
 import pandas as pd
 
-from pipeline import paths
-from pipeline.atomic import atomic_dir
-from pipeline.images import load_rgb
-from pipeline.params import Params
-from pipeline.split import (
+from pipeline.core import paths
+from pipeline.core.atomic import atomic_dir
+from pipeline.core.params import Params
+from pipeline.data.images import load_rgb
+from pipeline.data.split import (
     assign_splits,
     check_disjoint,
     duplicate_groups,

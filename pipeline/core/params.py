@@ -1,0 +1,181 @@
+"""The params.yaml schema: every key, type and range, validated before any stage does work."""
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipeline.core import paths
+from pipeline.core.errors import PipelineError
+
+
+class _Section(BaseModel):
+    """Strict: an unknown key (a typo such as `droput`) or a wrong type is an error."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Download(_Section):
+    url: str = Field(pattern=r"^https?://")
+    file: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+
+
+class FetchParams(_Section):
+    archive: Download
+    labels: Download
+    timeout_s: float = Field(gt=0)
+    retries: int = Field(ge=0, le=20)
+    max_download_mb: int = Field(gt=0)
+    max_extracted_mb: int = Field(gt=0)
+
+
+class CropParams(_Section):
+    padding: int = Field(ge=0, le=256, description="pixels added on every side of the XML box")
+    square: bool
+    min_box_size: int = Field(ge=1, description="boxes narrower or shorter than this are skipped")
+    keep_basophil: bool
+
+
+class SplitParams(_Section):
+    strategy: Literal["kaggle", "stratified", "kfold"]
+    seed: int
+    test_fraction: float = Field(gt=0, lt=1)
+    val_fraction: float = Field(gt=0, lt=1)
+    k: int = Field(ge=2)
+    fold: int = Field(ge=0)
+    dedup_hash_size: int = Field(ge=4, le=32)
+    dedup_max_distance: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> "SplitParams":
+        if self.fold >= self.k:
+            raise ValueError(f"fold must be < k (got fold={self.fold}, k={self.k})")
+        return self
+
+
+class AugmentParams(_Section):
+    seed: int
+    target_per_class: int = Field(ge=1)
+    flip: bool
+    rot90: bool
+    rotation_deg: float = Field(ge=0, le=180)
+    shear_deg: float = Field(ge=0, lt=60)
+    zoom: float = Field(ge=0, lt=1)
+    brightness: float = Field(ge=0, lt=1)
+    contrast: float = Field(ge=0, lt=1)
+    saturation: float = Field(ge=0, lt=1)
+    hue: float = Field(ge=0, le=0.5)
+
+
+class ResizeParams(_Section):
+    height: int = Field(ge=8, le=1024)
+    width: int = Field(ge=8, le=1024)
+
+
+MODELS = ("varra", "fischbach", "lenet", "depthwise", "cnn_bilstm", "mobilenetv2", "efficientnetb0")
+Monitor = Field(pattern=r"^val_[a-z_]+$", description="a validation metric Keras logs, e.g. val_loss")
+
+
+class ReduceLRParams(_Section):
+    enabled: bool
+    monitor: str = Monitor
+    factor: float = Field(gt=0, lt=1)
+    patience: int = Field(ge=0)
+    min_lr: float = Field(ge=0)
+
+
+class EarlyStoppingParams(_Section):
+    enabled: bool
+    monitor: str = Monitor
+    patience: int = Field(ge=0)
+
+
+class TrainParams(_Section):
+    model: Literal[MODELS]
+    task: Literal["type", "nucleus", "multitask"]
+    weights: str | None = Field(description="keras.applications models: null, 'imagenet' or a local file")
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"]
+    learning_rate: float = Field(gt=0, le=1)
+    dropout: float = Field(ge=0, lt=1)
+    l1: float = Field(ge=0)
+    l2: float = Field(ge=0)
+    bn_momentum: float = Field(gt=0, lt=1, description="moving-average momentum of every batch-norm layer")
+    reduce_lr: ReduceLRParams
+    early_stopping: EarlyStoppingParams
+    class_weights: bool
+    seed: int
+    deterministic: bool
+    mixed_precision: bool
+
+
+class EvaluateParams(_Section):
+    bootstrap_resamples: int = Field(ge=0, le=100_000)
+    confidence: float = Field(gt=0, lt=1)
+    seed: int
+    gallery_size: int = Field(ge=0, le=400)
+    tta: bool = Field(description="average predictions over the flips and quarter turns of each crop")
+
+
+class LocalizeParams(_Section):
+    """The stain-colour WBC localiser (`pipeline/localize.py`). Defaults tuned on the 364 BCCD photos
+    against their VOC WBC boxes, recall at IoU 0.5 first; sizes are fractions of the image width or
+    area, so the same values work at 640x480 and at the Kaggle sets' 320x240."""
+
+    min_purple: float = Field(40.0, ge=0, le=255, description="least B - G for a pixel to count as stain")
+    closing_radius: float = Field(0.01, ge=0, le=0.2, description="closing radius / image width")
+    merge_distance: float = Field(0.03, ge=0, le=0.5, description="blobs closer / width are one cell")
+    min_nucleus_fraction: float = Field(0.01, gt=0, lt=1, description="least blob area / image area")
+    min_relative_area: float = Field(0.25, ge=0, le=1, description="least blob area / largest blob")
+    box_growth: float = Field(1.0, ge=1, le=4, description="cell box side / stained blob box side")
+    box_margin: float = Field(0.02, ge=0, le=0.5, description="cytoplasm rim on each side / image width")
+    work_width: int = Field(320, ge=16, description="wider images are block-averaged to about this width")
+    max_cells: int = Field(5, ge=1, description="most white cells reported per field")
+
+
+class GatesParams(_Section):
+    min_accuracy: float = Field(ge=0, le=1)
+    min_macro_f1: float = Field(ge=0, le=1)
+    min_recall: float = Field(ge=0, le=1, description="floor for every class's recall")
+    max_drop: float = Field(ge=0, le=1, description="largest allowed fall of a headline metric vs baseline")
+
+
+class Params(_Section):
+    fetch: FetchParams
+    crop: CropParams
+    split: SplitParams
+    augment: AugmentParams
+    resize: ResizeParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    localize: LocalizeParams
+    gates: GatesParams
+
+
+def _describe(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def validate_params(raw: object, source: str = str(paths.PARAMS)) -> Params:
+    """Check a parsed params mapping against the schema; errors name each bad key's path."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        raise PipelineError(f"{source}: invalid params\n{_describe(err)}") from None
+
+
+def load_params(path: Path = paths.PARAMS) -> Params:
+    """Read and validate params.yaml."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise PipelineError(f"{path}: cannot read params: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise PipelineError(f"{path}: not valid YAML: {err}") from None
+    return validate_params(raw, str(path))

@@ -1,0 +1,62 @@
+"""Every path the stages read or write, relative to the repository root: one place to change them."""
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+DVC_YAML = Path("dvc.yaml")
+DATA = Path("data")
+METRICS = Path("metrics")
+
+# Committed reference files (tracked by git, not DVC).
+REFERENCE = DATA / "reference"
+BCCD_MANIFEST = REFERENCE / "bccd.sha256"
+KAGGLE_TEST_SOURCES = REFERENCE / "kaggle_test_sources.csv"
+
+# fetch
+RAW = DATA / "raw"
+RAW_IMAGES = RAW / "BCCD" / "JPEGImages"
+RAW_ANNOTATIONS = RAW / "BCCD" / "Annotations"
+RAW_LABELS = RAW / "labels.csv"
+
+# crop
+CROPS = DATA / "crops"
+CROP_IMAGES = CROPS / "images"
+CROP_MANIFEST = CROPS / "manifest.csv"
+
+# split
+SPLIT = DATA / "split"
+SPLIT_MANIFEST = SPLIT / "manifest.csv"
+
+# augment
+AUGMENTED = DATA / "augmented"
+AUGMENTED_IMAGES = AUGMENTED / "images"
+AUGMENTED_MANIFEST = AUGMENTED / "manifest.csv"
+
+# resize
+RESIZED = DATA / "resized"
+SPLITS = ("train", "val", "test")
+
+
+# train
+MODELS = Path("models")
+MODEL = MODELS / "model.keras"
+MODEL_RUN = MODELS / "run.json"  # the MLflow run and logged model of MODEL; evaluate continues that run
+CHECKPOINT = MODELS / "checkpoint"  # training state after the last finished epoch; not a DVC output
+PLOTS = Path("plots")
+HISTORY = PLOTS / "history.csv"
+
+# evaluate
+CONFUSION = PLOTS / "confusion.csv"
+CONFUSION_PNG = PLOTS / "confusion.png"
+MISCLASSIFIED_PNG = PLOTS / "misclassified.png"
+PREDICTIONS = PLOTS / "predictions.csv"
+
+
+def resized_split(split: str) -> Path:
+    """The `.npz` array file the resize stage writes for one split."""
+    return RESIZED / f"{split}.npz"
+
+
+def stage_metrics(stage: str) -> Path:
+    """The JSON report of a stage, declared as a DVC metric."""
+    return METRICS / f"{stage}.json"

@@ -1,0 +1,127 @@
+"""Class balancing for the TRAIN split by seeded augmentation; val and test pass through untouched.
+
+Each augmented copy draws its randomness from (seed, crop id, copy number) alone, so the same
+params give byte-identical images whatever the order or number of images processed.
+"""
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageEnhance
+
+from pipeline.core.params import AugmentParams
+
+
+@dataclass(frozen=True)
+class Copy:
+    crop_id: str
+    index: int  # 1.. per crop; 0 is the original
+
+    @property
+    def sample_id(self) -> str:
+        return f"{self.crop_id}_aug{self.index:03d}"
+
+
+def rng_for(seed: int, key: str) -> np.random.Generator:
+    """A generator that depends only on the seed and a stable string key."""
+    digest = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+    return np.random.default_rng([seed, digest])
+
+
+def _order_key(seed: int, crop_id: str) -> bytes:
+    return hashlib.sha256(f"{seed}:{crop_id}".encode()).digest()
+
+
+def plan_balance(train: pd.DataFrame, target_per_class: int, seed: int) -> tuple[list[str], list[Copy]]:
+    """The originals kept and the augmented copies that give every class `target_per_class` images.
+
+    A class below the target keeps all its crops and gets copies cycling over them in crop-id
+    order, so every original is used evenly. A class above it keeps a seeded subset of its crops.
+    """
+    kept: list[str] = []
+    copies: list[Copy] = []
+    for _, part in sorted(train.groupby("label")):
+        originals = sorted(part["crop_id"])
+        if len(originals) > target_per_class:
+            chosen = sorted(originals, key=lambda c: _order_key(seed, c))[:target_per_class]
+            originals = sorted(chosen)
+        kept += originals
+        for n in range(target_per_class - len(originals)):
+            copies.append(Copy(originals[n % len(originals)], n // len(originals) + 1))
+    return kept, copies
+
+
+def _affine(img: Image.Image, angle_deg: float, shear_deg: float, zoom: float) -> Image.Image:
+    """Rotate, shear and zoom about the centre in one resampling; corners are filled by
+    mirroring the crop, so no artificial border colour appears."""
+    a, s = math.radians(angle_deg), math.radians(shear_deg)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    shear = np.array([[1.0, math.tan(s)], [0.0, 1.0]])
+    inv = np.linalg.inv(zoom * rot @ shear)
+    pad_x, pad_y = img.width // 2, img.height // 2
+    padded = np.pad(np.asarray(img), ((pad_y, pad_y), (pad_x, pad_x), (0, 0)), mode="reflect")
+    big = Image.fromarray(padded)
+    centre = np.array([big.width / 2, big.height / 2])
+    offset = centre - inv @ centre
+    coeffs = (inv[0, 0], inv[0, 1], offset[0], inv[1, 0], inv[1, 1], offset[1])
+    big = big.transform(big.size, Image.Transform.AFFINE, coeffs, Image.Resampling.BILINEAR)
+    return big.crop((pad_x, pad_y, pad_x + img.width, pad_y + img.height))
+
+
+def augment_image(img: Image.Image, rng: np.random.Generator, p: AugmentParams) -> Image.Image:
+    """One random variant of a crop: flips, 90° turns, small affine, colour jitter."""
+    # Draw every random number up front, in a fixed order, whatever the params switch off.
+    u = rng.random(10)
+    out = img
+    if p.flip and u[0] < 0.5:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if p.flip and u[1] < 0.5:
+        out = out.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    if p.rot90:
+        turns = int(u[2] * 4) % 4
+        if turns:
+            out = out.transpose(
+                (Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)[turns - 1]
+            )
+    angle = (2 * u[3] - 1) * p.rotation_deg
+    shear = (2 * u[4] - 1) * p.shear_deg
+    zoom = 1 + (2 * u[5] - 1) * p.zoom
+    if angle or shear or zoom != 1:
+        out = _affine(out, angle, shear, zoom)
+    jitter = (
+        (ImageEnhance.Brightness, p.brightness, u[6]),
+        (ImageEnhance.Contrast, p.contrast, u[7]),
+        (ImageEnhance.Color, p.saturation, u[8]),
+    )
+    for enhancer, amount, draw in jitter:
+        if amount:
+            out = enhancer(out).enhance(1 + (2 * draw - 1) * amount)
+    if p.hue:
+        hsv = np.asarray(out.convert("HSV")).copy()
+        shift = round((2 * u[9] - 1) * p.hue * 255)
+        hsv[..., 0] = (hsv[..., 0].astype(np.int16) + shift) % 256
+        out = Image.fromarray(hsv, "HSV").convert("RGB")
+    return out
+
+
+def sample_table(split: pd.DataFrame, p: AugmentParams) -> tuple[pd.DataFrame, list[Copy]]:
+    """One row per sample of every split, and the augmented copies the train rows call for.
+
+    Val and test pass through untouched; dropped crops (near-duplicates of test cells) and train
+    crops left out by balancing are not samples.
+    """
+    train = split[split["split"] == "train"]
+    kept, copies = plan_balance(train, p.target_per_class, p.seed)
+    chosen = split["split"].isin(["val", "test"]) | split["crop_id"].isin(kept)
+    rows = [{"sample_id": r["crop_id"], **r, "augmented": False} for r in split[chosen].to_dict("records")]
+    by_crop = {r["crop_id"]: r for r in rows}
+    rows += [{**by_crop[c.crop_id], "sample_id": c.sample_id, "augmented": True} for c in copies]
+    return pd.DataFrame(rows), copies
+
+
+def make_copy(crop: Image.Image, copy: Copy, p: AugmentParams) -> Image.Image:
+    """The augmented image for one planned copy: a pure function of crop, copy id and params."""
+    return augment_image(crop, rng_for(p.seed, copy.sample_id), p)

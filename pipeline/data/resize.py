@@ -1,0 +1,74 @@
+"""Resize samples to the model's input size and store each split as one compact `.npz`.
+
+numpy's own `savez` stamps the current time into the zip, so identical arrays would give
+different bytes on every run (and DVC would see a change); `save_npz` fixes the timestamp.
+"""
+
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from pipeline.core.classes import NUCLEUS_GROUPS, head
+from pipeline.core.errors import PipelineError
+
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def resize_image(img: Image.Image, height: int, width: int) -> np.ndarray:
+    return np.asarray(img.resize((width, height), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def split_arrays(
+    samples: pd.DataFrame,
+    classes: Sequence[str],
+    load: Callable[[str], Image.Image],
+    height: int,
+    width: int,
+) -> dict[str, np.ndarray]:
+    """The arrays of one split: images (N, H, W, 3) uint8, labels, nucleus labels and ids.
+
+    Rows are sorted by sample id so the output does not depend on the manifest's order.
+    """
+    samples = samples.sort_values("sample_id")
+    unknown = sorted(set(samples["label"]) - set(classes))
+    if unknown:
+        raise PipelineError(f"resize: labels {unknown} are not among the classes {list(classes)}")
+    nucleus = head("nucleus", classes)
+    x = np.zeros((len(samples), height, width, 3), np.uint8)
+    for i, path in enumerate(samples["path"]):
+        x[i] = resize_image(load(path), height, width)
+    return {
+        "x": x,
+        "y": np.array([classes.index(c) for c in samples["label"]], np.int64),
+        "nucleus": np.array([nucleus.index(c) for c in samples["label"]], np.int64),
+        "sample_id": samples["sample_id"].to_numpy(str),
+        "crop_id": samples["crop_id"].to_numpy(str),
+        "source_image": samples["source_image"].to_numpy(str),
+        "augmented": samples["augmented"].to_numpy(bool),
+        "classes": np.array(classes, str),
+        "nucleus_groups": np.array(NUCLEUS_GROUPS, str),
+    }
+
+
+def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """An uncompressed `.npz` whose bytes depend only on the arrays (fixed zip timestamps)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+
+
+def load_npz(path: Path, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of a resize-stage file; only `keys` when given (each is read from disk separately)."""
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[k] for k in (data.files if keys is None else keys)}
+
+
+def class_list(arrays: Mapping[str, np.ndarray]) -> list[str]:
+    """The cell-type classes a split's arrays were made with, in label order."""
+    return [str(c) for c in arrays["classes"]]

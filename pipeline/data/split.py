@@ -1,0 +1,157 @@
+"""Split crops by SOURCE IMAGE (and near-duplicate cell), never by crop or augmented copy.
+
+A "group" is a set of crops that must stay on one side of every split: all crops of one
+source image, joined with any crop whose perceptual hash marks it as the same cell seen in
+another, overlapping photograph.
+"""
+
+from collections.abc import Iterable, Mapping
+
+import imagehash
+import numpy as np
+import pandas as pd
+from PIL import Image
+from sklearn.model_selection import StratifiedGroupKFold
+
+from pipeline.core.errors import PipelineError
+
+
+def perceptual_hashes(images: Mapping[str, Image.Image], hash_size: int) -> dict[str, np.ndarray]:
+    """crop id -> flattened boolean pHash."""
+    return {k: imagehash.phash(img, hash_size=hash_size).hash.ravel() for k, img in images.items()}
+
+
+def duplicate_groups(
+    crop_ids: list[str],
+    sources: list[str],
+    hashes: Mapping[str, np.ndarray],
+    max_distance: int,
+) -> list[int]:
+    """Group id per crop: connected components of 'same source image' and 'hash within distance'."""
+    parent = list(range(len(crop_ids)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        parent[find(i)] = find(j)
+
+    first_of_source: dict[str, int] = {}
+    for i, src in enumerate(sources):
+        union(i, first_of_source.setdefault(src, i))
+    bits = np.stack([hashes[c] for c in crop_ids]) if crop_ids else np.zeros((0, 1), bool)
+    for i in range(len(crop_ids)):
+        distances = np.count_nonzero(bits[i + 1 :] != bits[i], axis=1)
+        for j in np.flatnonzero(distances <= max_distance):
+            union(i, i + 1 + int(j))
+    roots = [find(i) for i in range(len(crop_ids))]
+    renumber = {r: n for n, r in enumerate(dict.fromkeys(roots))}
+    return [renumber[r] for r in roots]
+
+
+def _folds(folds: StratifiedGroupKFold, frame: pd.DataFrame, what: str) -> list:
+    """The folds, or a clear error when a class has too few crops for them."""
+    try:
+        return list(folds.split(frame, frame["label"], frame["group"]))
+    except ValueError as err:
+        counts = frame["label"].value_counts().to_dict()
+        raise PipelineError(f"split: cannot carve {what} by source image from {counts}: {err}") from None
+
+
+def _carve(frame: pd.DataFrame, fraction: float, seed: int) -> pd.Series:
+    """Boolean mask of about `fraction` of the rows, whole groups only, classes stratified."""
+    n_splits = max(2, round(1 / fraction))
+    if frame["group"].nunique() < n_splits:
+        raise PipelineError(
+            f"split: {frame['group'].nunique()} source groups are too few to carve a "
+            f"{fraction:.0%} share by source image"
+        )
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    _, held = _folds(folds, frame, f"a {fraction:.0%} share")[0]
+    mask = pd.Series(False, index=frame.index)
+    mask.iloc[held] = True
+    return mask
+
+
+def _kfold(frame: pd.DataFrame, k: int, fold: int, seed: int) -> pd.Series:
+    if frame["group"].nunique() < k:
+        raise PipelineError(f"split: {frame['group'].nunique()} source groups are too few for k={k}")
+    folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    _, held = _folds(folds, frame, f"{k} folds")[fold]
+    mask = pd.Series(False, index=frame.index)
+    mask.iloc[held] = True
+    return mask
+
+
+def assign_splits(
+    crops: pd.DataFrame,
+    *,
+    strategy: str,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+    k: int,
+    fold: int,
+    test_sources: Iterable[str] = (),
+) -> pd.DataFrame:
+    """Add a `split` column (train / val / test / dropped) to a crop table with `group`.
+
+    kaggle: test is exactly the crops of `test_sources`; any other crop in a group with a test
+    crop (the same cell in an overlapping photo) is `dropped`, never trained on.
+    stratified: a seeded stratified group split with `test_fraction`.
+    kfold: fold `fold` of `k` stratified group folds is the test set.
+    Validation is then carved from the rest, also by group.
+    """
+    out = crops.copy()
+    if strategy == "kaggle":
+        is_test_source = out["source_image"].isin(set(test_sources))
+        test_groups = set(out.loc[is_test_source, "group"])
+        test = is_test_source
+        dropped = out["group"].isin(test_groups) & ~is_test_source
+    elif strategy == "stratified":
+        test = _carve(out, test_fraction, seed)
+        dropped = pd.Series(False, index=out.index)
+    elif strategy == "kfold":
+        test = _kfold(out, k, fold, seed)
+        dropped = pd.Series(False, index=out.index)
+    else:
+        raise PipelineError(f"split: unknown strategy {strategy!r}")
+    out["split"] = "train"
+    out.loc[test, "split"] = "test"
+    out.loc[dropped, "split"] = "dropped"
+    rest = out[out["split"] == "train"]
+    val = _carve(rest, val_fraction, seed + 1)
+    out.loc[val[val].index, "split"] = "val"
+    return out
+
+
+def check_disjoint(split: pd.DataFrame) -> None:
+    """Fail if a source image or a near-duplicate group sits in two splits."""
+    kept = split[split["split"] != "dropped"]
+    for column in ("source_image", "group"):
+        sides = kept.groupby(column)["split"].nunique()
+        leaked = sides[sides > 1]
+        if len(leaked):
+            raise PipelineError(f"split: {column} {leaked.index[0]} appears in more than one split")
+
+
+def split_report(split: pd.DataFrame, test_sources: Iterable[str] = ()) -> dict:
+    """Counts per split and class, the near-duplicate groups, and what was dropped."""
+    report: dict = {}
+    for name, part in split.groupby("split"):
+        counts = part["label"].value_counts().sort_index()
+        report[str(name)] = {
+            **{str(k): int(v) for k, v in counts.items()},
+            "total": len(part),
+            "source_images": int(part["source_image"].nunique()),
+        }
+    per_group = split.groupby("group")["source_image"].nunique()
+    report["near_duplicate_groups"] = int((per_group > 1).sum())
+    report["dropped_near_duplicates_of_test"] = int((split["split"] == "dropped").sum())
+    wanted = set(test_sources)
+    if wanted:
+        report["test_sources_without_crops"] = len(wanted - set(split["source_image"]))
+    return report

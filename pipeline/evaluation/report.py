@@ -1,0 +1,91 @@
+"""The evaluate stage's report: every head of the model scored on val and test, bootstrap intervals
+on test, and the test split's plots (confusion matrix, predictions, misclassified crops)."""
+
+from collections.abc import Mapping
+
+import keras
+import numpy as np
+import pandas as pd
+
+from pipeline.core import paths
+from pipeline.core.atomic import atomic_write_bytes
+from pipeline.core.classes import Head, head
+from pipeline.core.params import EvaluateParams
+from pipeline.data.resize import class_list, load_npz
+from pipeline.evaluation.metrics import (
+    bootstrap_intervals,
+    classification_report,
+    headline_metrics,
+    nucleus_accuracy,
+)
+from pipeline.evaluation.plots import confusion_png, gallery_png
+from pipeline.inference.tta import predict
+
+
+def score(arrays: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], p: EvaluateParams,
+          intervals: bool) -> dict:  # fmt: skip
+    """Metrics of every head the model has; the cell-type head (if any) is the headline."""
+    classes = class_list(arrays)
+    out: dict = {}
+    for h in (head("type", classes), head("nucleus", classes)):
+        if h.name not in probs:
+            continue
+        truth, pred = h.labels(arrays), probs[h.name].argmax(axis=1)
+        report = classification_report(truth, pred, list(h.classes))
+        report["n_sources"] = len(np.unique(arrays["source_image"]))
+        metrics = headline_metrics(len(h.classes))
+        if h.name == "type":
+            metrics["nucleus_accuracy"] = nucleus_accuracy(classes)
+            report["nucleus_accuracy"] = metrics["nucleus_accuracy"](truth, pred)
+        if intervals:
+            ci = bootstrap_intervals(
+                truth, pred, arrays["source_image"], metrics,
+                resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
+            )  # fmt: skip
+            report.update({f"{m}_ci": bounds for m, bounds in ci.items()})
+        out[h.name] = report
+    return out
+
+
+def evaluate_splits(model: keras.Model, p: EvaluateParams) -> tuple[dict, list]:
+    """The report of val and test (the headline head under the split's name, any other head as
+    `<split>_<head>_head`) and the plot files written for test."""
+    report: dict = {}
+    files: list = []
+    for split in ("val", "test"):
+        arrays = load_npz(paths.resized_split(split))
+        probs = predict(model, arrays["x"], tta=p.tta)
+        by_head = score(arrays, probs, p, intervals=split == "test")
+        name = "type" if "type" in by_head else "nucleus"
+        report[split] = by_head.pop(name) | {"head": name}
+        for other, metrics in by_head.items():
+            report[f"{split}_{other}_head"] = metrics
+        if split == "test":
+            files = write_plots(arrays, probs[name], head(name, class_list(arrays)), p.gallery_size)
+    return report, files
+
+
+def write_plots(arrays: Mapping[str, np.ndarray], probs: np.ndarray, out: Head, gallery_size: int) -> list:
+    """predictions.csv, the confusion CSV (a DVC plot) and PNG, and the misclassified gallery."""
+    names = out.classes
+    truth, pred = out.labels(arrays), probs.argmax(axis=1)
+    rows = pd.DataFrame(
+        {
+            "sample_id": arrays["sample_id"],
+            "source_image": arrays["source_image"],
+            "actual": [names[i] for i in truth],
+            "predicted": [names[i] for i in pred],
+            **{f"p_{n}": probs[:, i].round(6) for i, n in enumerate(names)},
+        }
+    )
+    confusion = classification_report(truth, pred, list(names))["confusion"]
+    atomic_write_bytes(paths.PREDICTIONS, rows.to_csv(index=False).encode())
+    atomic_write_bytes(paths.CONFUSION, rows[["actual", "predicted"]].to_csv(index=False).encode())
+    atomic_write_bytes(paths.CONFUSION_PNG, confusion_png(confusion, names, f"test, {out.name}"))
+    wrong = np.flatnonzero(truth != pred)
+    gallery = gallery_png(
+        arrays["x"][wrong], rows["actual"].iloc[wrong].tolist(), rows["predicted"].iloc[wrong].tolist(),
+        arrays["sample_id"][wrong].tolist(), gallery_size,
+    )  # fmt: skip
+    atomic_write_bytes(paths.MISCLASSIFIED_PNG, gallery)
+    return [paths.CONFUSION_PNG, paths.MISCLASSIFIED_PNG, paths.PREDICTIONS]

@@ -1,0 +1,175 @@
+"""From a smear photo to a WBC differential: find the white cells (or take given VOC boxes), cut
+and resize each one exactly as the crop and resize stages do, classify it, count the types."""
+
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from pipeline.core.classes import Head, head
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import CropParams, Params
+from pipeline.data.crop import crop_window
+from pipeline.data.images import load_rgb
+from pipeline.data.resize import resize_image
+from pipeline.data.voc import Box
+from pipeline.inference.localize import find_wbcs
+from pipeline.inference.tta import predict
+
+# The width of the BCCD photos the crop stage cut from: `crop.padding` is in their pixels, so it
+# is scaled for fields of other sizes (the Kaggle sets' 320x240 copies, say).
+REFERENCE_WIDTH = 640
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+CHUNK = 64  # fields classified together by `classify_files`: one model call per TTA view
+
+
+@dataclass(frozen=True)
+class Cell:
+    box: tuple[int, int, int, int]  # xmin, ymin, xmax, ymax in the image's pixels
+    label: str
+    probabilities: dict[str, float]
+    score: float | None = None  # the localiser's confidence; None for a given box
+
+
+@dataclass
+class ImageResult:
+    image: str
+    cells: list[Cell] = field(default_factory=list)
+    note: str = ""  # why an image has no cells
+
+
+def load_classifier(uri: str | None, default: Path) -> keras.Model:
+    """The pipeline's model file by default; or an MLflow URI (`models:/wbc-classifier@champion`,
+    `runs:/<id>/model`, `models:/<model id>`); or another `.keras` file."""
+    if uri is None or uri.split(":", 1)[0] not in ("models", "runs"):
+        path = Path(uri or default)
+        if not path.is_file():
+            raise PipelineError(f"{path}: no model file (run `dvc repro` first, or pass --model)")
+        return keras.saving.load_model(path)
+    from pipeline.tracking.models import load_logged_model
+
+    return load_logged_model(uri)
+
+
+def model_head(model: keras.Model, classes: Sequence[str]) -> Head:
+    """The head a differential is read from: cell type if the model has it, else poly / mono."""
+    if "type" in model.output_names:
+        n = model.get_layer("type").units
+        if n != len(classes):
+            raise PipelineError(f"the model predicts {n} cell types but the params name {len(classes)}")
+        return head("type", classes)
+    return head("nucleus", classes)
+
+
+def crops(img: Image.Image, boxes: Sequence[tuple], crop: CropParams, size: tuple[int, int]) -> np.ndarray:
+    """(n, h, w, 3) uint8: each box cut with the crop stage's window, resized like the resize stage."""
+    padding = round(crop.padding * img.width / REFERENCE_WIDTH)
+    out = np.empty((len(boxes), *size, 3), np.uint8)
+    for i, box in enumerate(boxes):
+        w = crop_window(Box(*box), img.width, img.height, padding, crop.square)
+        out[i] = resize_image(img.crop((w.xmin, w.ymin, w.xmax, w.ymax)), *size)
+    return out
+
+
+def classify(model: keras.Model, x: np.ndarray, out: Head, tta: bool) -> list[tuple[str, dict[str, float]]]:
+    """(label, probabilities by class) per crop, read from the head `out`."""
+    if not len(x):
+        return []
+    names = out.classes
+    probs = predict(model, x, tta=tta)[out.name]
+    return [
+        (names[int(p.argmax())], {n: round(float(v), 6) for n, v in zip(names, p, strict=True)})
+        for p in probs
+    ]
+
+
+def differential(labels: Sequence[str], names: Sequence[str]) -> dict:
+    """What a clinician reads: the count and percentage of each type among the cells found."""
+    counts = {n: sum(label == n for label in labels) for n in names}
+    total = sum(counts.values())
+    return {
+        "cells": total,
+        "count": counts,
+        "percent": {n: round(100 * c / total, 1) if total else 0.0 for n, c in counts.items()},
+    }
+
+
+def image_files(paths: Sequence[Path]) -> list[Path]:
+    """The images named, and those under the folders named (recursively), in a stable order."""
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise PipelineError(f"{path}: no such file or folder")
+    return found
+
+
+def predict_images(
+    images: Sequence[tuple[str, Image.Image, Sequence[tuple] | None]],
+    model: keras.Model,
+    params: Params,
+    out: Head,
+) -> list[ImageResult]:
+    """Classify the white cells of several fields, given as (name, image, VOC boxes or None): the
+    given boxes, or those the localiser finds. All crops go through the model together (one call
+    per TTA view, not per field). A field with no cell says so in `note` rather than disappearing."""
+    if not images:
+        return []
+    size = model.input_shape[1:3]
+    found, batches = [], []
+    for _, img, given in images:
+        if given is not None:
+            cells = [(tuple(b), None) for b in given]
+        else:
+            cells = [(d.box, d.score) for d in find_wbcs(np.asarray(img), params.localize)]
+        found.append(cells)
+        batches.append(crops(img, [b for b, _ in cells], params.crop, size))
+    labelled = iter(classify(model, np.concatenate(batches), out, params.evaluate.tta))
+    results = []
+    for (name, _, given), cells in zip(images, found, strict=True):
+        if not cells:
+            why = "no box in the VOC file" if given is not None else "no white cell found"
+            results.append(ImageResult(name, note=why))
+            continue
+        results.append(ImageResult(name, [Cell(box, *next(labelled), score) for box, score in cells]))
+    return results
+
+
+def classify_files(
+    files: Sequence[Path],
+    model: keras.Model,
+    params: Params,
+    out: Head,
+    boxes: Mapping[Path, Sequence[tuple]] | None = None,
+    *,
+    strict: bool = False,
+    desc: str = "images",
+) -> list[ImageResult]:
+    """`predict_images` over image files, CHUNK at a time, with a progress bar on stderr: the one
+    path `wbc predict` and the published-set scoring share. An unreadable file is an error when
+    `strict`, else an ImageResult whose note says why."""
+    boxes = boxes or {}
+    results: list[ImageResult] = []
+    with tqdm(total=len(files), desc=desc, unit="image", file=sys.stderr, mininterval=10,
+              disable=len(files) < 2) as bar:  # fmt: skip
+        for start in range(0, len(files), CHUNK):
+            chunk, readable, failed = files[start : start + CHUNK], [], {}
+            for path in chunk:
+                try:
+                    readable.append((str(path), load_rgb(path), boxes.get(path)))
+                except PipelineError as err:
+                    if strict:
+                        raise
+                    failed[path] = ImageResult(str(path), note=f"unreadable: {err}")
+            predicted = iter(predict_images(readable, model, params, out))
+            results.extend(failed[path] if path in failed else next(predicted) for path in chunk)
+            bar.update(len(chunk))
+    return results

@@ -1,0 +1,170 @@
+"""Training: the task's model and targets, batches streamed from the resize stage's arrays, fit with
+the params' schedule and a resumable checkpoint; what the train stage reports about it."""
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from pipeline.core.classes import head, task_heads
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import TrainParams
+from pipeline.data.resize import class_list
+from pipeline.model.batches import Batches, Reshuffle
+from pipeline.model.checkpoint import Checkpoint, fingerprint
+from pipeline.model.zoo import build_model
+
+# The code a checkpoint is only valid for, besides the params and the arrays: this package.
+MODEL_CODE = tuple(sorted(Path(__file__).parent.glob("*.py")))
+
+
+def targets(arrays: Mapping[str, np.ndarray], task: str) -> dict[str, np.ndarray]:
+    """The label arrays a task trains on, by head name."""
+    return {h.name: h.labels(arrays) for h in task_heads(task, class_list(arrays))}
+
+
+def optimizer(p: TrainParams) -> keras.optimizers.Optimizer:
+    kinds = {
+        "adam": keras.optimizers.Adam,
+        "adamw": keras.optimizers.AdamW,
+        "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True),
+        "rmsprop": keras.optimizers.RMSprop,
+    }
+    return kinds[p.optimizer](learning_rate=p.learning_rate)
+
+
+def compile_model(model: keras.Model, p: TrainParams) -> None:
+    heads = list(model.output_names)
+    model.compile(
+        optimizer=optimizer(p),
+        loss={h: "sparse_categorical_crossentropy" for h in heads},
+        metrics={h: ["accuracy"] for h in heads},
+    )
+
+
+def class_weight(y: np.ndarray, n_classes: int) -> dict[int, float]:
+    """'Balanced' weights n / (k * count), for a train set that was not balanced by augment."""
+    counts = np.bincount(y, minlength=n_classes)
+    if (counts == 0).any():
+        raise PipelineError(f"train: class(es) {np.flatnonzero(counts == 0).tolist()} have no train images")
+    return {i: len(y) / (n_classes * c) for i, c in enumerate(counts)}
+
+
+def callbacks(p: TrainParams) -> list[keras.callbacks.Callback]:
+    found = []
+    if p.reduce_lr.enabled:
+        r = p.reduce_lr
+        found.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=r.monitor, factor=r.factor, patience=r.patience, min_lr=r.min_lr, verbose=1
+            )
+        )
+    if p.early_stopping.enabled:
+        e = p.early_stopping
+        found.append(
+            keras.callbacks.EarlyStopping(
+                monitor=e.monitor, patience=e.patience, restore_best_weights=True, verbose=1
+            )
+        )
+    return found
+
+
+def fit(
+    model: keras.Model,
+    train: Mapping[str, np.ndarray],
+    val: Mapping[str, np.ndarray],
+    p: TrainParams,
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    checkpoint: Path | None = None,
+    fingerprint: str = "",
+) -> dict[str, list[float]]:
+    """Train with the params' schedule; returns the per-epoch history.
+
+    With a `checkpoint` folder the state is saved after every epoch, and a state saved there by a
+    killed run with the same `fingerprint` is resumed from.
+    """
+    y_train, y_val = targets(train, p.task), targets(val, p.task)
+    weights = None
+    if p.class_weights:
+        if len(y_train) != 1:
+            raise PipelineError("train.class_weights: not supported with task: multitask (Keras limitation)")
+        ((name, y),) = y_train.items()
+        weights = class_weight(y, len(head(name, class_list(train)).classes))
+    schedule = callbacks(p)
+    batches = Batches(train["x"], y_train, p.batch_size, shuffle=True, seed=p.seed)
+    start, saver = 0, None
+    if checkpoint is not None:
+        saver = Checkpoint(checkpoint, fingerprint, schedule)
+        start = saver.restore(model)
+    history = model.fit(
+        batches,
+        validation_data=Batches(val["x"], y_val, p.batch_size, shuffle=False),
+        epochs=p.epochs,
+        initial_epoch=start,
+        shuffle=False,  # Batches shuffles by (seed, epoch); Keras would reorder batches by global state
+        class_weight=weights,
+        callbacks=[Reshuffle(batches), *schedule, *([saver] if saver else []), *extra_callbacks],
+        verbose=2,
+    )
+    if saver is not None:
+        return saver.history
+    return {k: [float(v) for v in vs] for k, vs in history.history.items()}
+
+
+@dataclass
+class Trained:
+    model: keras.Model
+    history: pd.DataFrame  # one row per epoch: `epoch`, then Keras' losses and metrics
+    seconds: float
+    images: int  # training images per epoch
+
+
+def train_model(
+    p: TrainParams,
+    train: Mapping[str, np.ndarray],
+    val: Mapping[str, np.ndarray],
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    checkpoint: Path | None = None,
+    data_files: Iterable[Path] = (),
+) -> Trained:
+    """Build, compile and fit the params' model. A checkpoint is tied to the params, `data_files`
+    (the arrays it was made from) and this package's code."""
+    model = build_model(
+        p.model,
+        train["x"].shape[1:],
+        task_heads(p.task, class_list(train)),
+        dropout=p.dropout,
+        l1=p.l1,
+        l2=p.l2,
+        weights=p.weights,
+        bn_momentum=p.bn_momentum,
+    )
+    compile_model(model, p)
+    start = time.perf_counter()
+    history = fit(
+        model, train, val, p, extra_callbacks,
+        checkpoint=checkpoint,
+        fingerprint=fingerprint(p.model_dump(), [*data_files, *MODEL_CODE]),
+    )  # fmt: skip
+    frame = pd.DataFrame(history).rename_axis("epoch").reset_index()
+    return Trained(model, frame, time.perf_counter() - start, len(train["x"]))
+
+
+def summary(trained: Trained, monitor: str) -> dict:
+    """The train stage's report: size, epochs, the best epoch by `monitor` and its validation
+    figures, and the speed."""
+    frame = trained.history
+    best = int(frame[monitor].idxmin() if "loss" in monitor else frame[monitor].idxmax())
+    epochs = len(frame)
+    return {
+        "params": trained.model.count_params(),
+        "epochs_run": epochs,
+        "best_epoch": best,
+        **{f"best.{k}": float(frame.loc[best, k]) for k in frame.columns if k.startswith("val_")},
+        "train_seconds": round(trained.seconds, 1),
+        "images_per_second": round(epochs * trained.images / trained.seconds, 1),
+    }

@@ -1,0 +1,184 @@
+import shutil
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pipeline.core import paths
+from pipeline.core.errors import PipelineError
+from pipeline.data.fetch import (
+    Source,
+    download,
+    fetch_bccd,
+    format_manifest,
+    manifest_of,
+    read_manifest,
+    safe_extract_zip,
+)
+from tests.helpers import MIRROR, REPO, serve
+
+ARCHIVE = "BCCD_Dataset-d272fb14cdff6e473fafeeeba32aba5f560e9e43.zip"
+MANIFEST = REPO / paths.BCCD_MANIFEST
+needs_mirror = pytest.mark.skipif(not MIRROR.is_dir(), reason="the BCCD mirror is not beside the repo")
+
+
+def make_zip(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        for name, target in (links or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, target)
+    return path
+
+
+def extract(archive: Path, dest: Path, cap: int = 1 << 20) -> int:
+    return safe_extract_zip(archive, dest, max_member_bytes=cap, max_total_bytes=cap)
+
+
+def test_extract_strips_the_top_folder(tmp_path):
+    archive = make_zip(tmp_path / "a.zip", {"top/a.txt": b"a", "top/sub/b.txt": b"bb"})
+    assert extract(archive, tmp_path / "out") == 2
+    assert (tmp_path / "out" / "sub" / "b.txt").read_bytes() == b"bb"
+
+
+@pytest.mark.parametrize(
+    ("members", "links", "message"),
+    [
+        ({"top/../../evil.txt": b"x"}, None, "'..'"),
+        ({"/top/abs.txt": b"x"}, None, "absolute path"),
+        ({"top/a.txt": b"x"}, {"top/link": "/etc/passwd"}, "symbolic link"),
+        ({"top/big.bin": b"0" * 2048}, None, "limit"),
+        ({"one/a.txt": b"x", "two/b.txt": b"y"}, None, "one top folder"),
+    ],
+)
+def test_unsafe_archives_are_refused(tmp_path, members, links, message):
+    archive = make_zip(tmp_path / "bad.zip", members, links)
+    with pytest.raises(PipelineError, match=message) as err:
+        extract(archive, tmp_path / "out", cap=1024)
+    assert str(archive) in str(err.value)
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_corrupt_zip_is_refused(tmp_path):
+    archive = tmp_path / "corrupt.zip"
+    archive.write_bytes(b"PK\x03\x04 this is not really a zip")
+    with pytest.raises(PipelineError, match="not a valid zip"):
+        extract(archive, tmp_path / "out")
+
+
+def fetch(dest: Path, *, mirror: Path | None = None, base_url: str = "http://127.0.0.1:9", **kw):
+    options = dict(timeout_s=5.0, retries=2, max_download_bytes=50 << 20, max_extracted_bytes=50 << 20)
+    options.update(kw)
+    return fetch_bccd(
+        dest,
+        archive=Source(f"{base_url}/{ARCHIVE}", ARCHIVE),
+        labels=Source(f"{base_url}/labels.csv", "labels.csv"),
+        manifest_path=MANIFEST,
+        mirror=mirror,
+        backoff_s=0.05,
+        **options,
+    )
+
+
+@needs_mirror
+def test_fetch_from_mirror_matches_the_committed_manifest(tmp_path):
+    report = fetch(tmp_path / "raw", mirror=MIRROR)
+    assert report == {"files": 737, "source": "mirror"}
+    assert manifest_of(tmp_path / "raw") == read_manifest(MANIFEST)
+    assert len(list((tmp_path / "raw" / "BCCD" / "JPEGImages").glob("*.jpg"))) == 364
+    assert [p.name for p in tmp_path.iterdir()] == ["raw"]  # no scratch left behind
+
+
+@needs_mirror
+def test_checksum_mismatch_leaves_nothing(tmp_path):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(MIRROR, mirror)
+    (mirror / "labels.csv").chmod(0o644)
+    with open(mirror / "labels.csv", "a") as f:
+        f.write(",999,NEUTROPHIL\n")
+    with pytest.raises(PipelineError, match=r"checksum mismatch: labels\.csv"):
+        fetch(tmp_path / "raw", mirror=mirror)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mirror"]
+
+
+@needs_mirror
+def test_failed_fetch_keeps_previous_output(tmp_path):
+    dest = tmp_path / "raw"
+    dest.mkdir()
+    (dest / "previous.txt").write_text("kept")
+    with pytest.raises(PipelineError, match="not in the mirror"):
+        fetch(dest, mirror=tmp_path / "empty")
+    assert (dest / "previous.txt").read_text() == "kept"
+
+
+def test_manifest_round_trip(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.txt").write_text("x")
+    (tmp_path / "m").write_text(format_manifest(manifest_of(tmp_path / "d")))
+    assert read_manifest(tmp_path / "m") == manifest_of(tmp_path / "d")
+
+
+@needs_mirror
+def test_download_over_http(tmp_path):
+    with serve(MIRROR) as (url, server):
+        report = fetch(tmp_path / "raw", base_url=url)
+    assert report["source"] == "download"
+    assert manifest_of(tmp_path / "raw") == read_manifest(MANIFEST)
+    assert all(rng is None for _, rng in server.requests)
+
+
+@needs_mirror
+def test_download_cut_mid_file_resumes(tmp_path):
+    with serve(MIRROR, cut_first=True) as (url, server):
+        fetch(tmp_path / "raw", base_url=url)
+    assert manifest_of(tmp_path / "raw") == read_manifest(MANIFEST)
+    resumed = [rng for path, rng in server.requests if path.endswith(".zip") and rng]
+    assert len(resumed) == 1 and int(resumed[0].split("=")[1].rstrip("-")) > 0
+
+
+@pytest.mark.parametrize(
+    ("faults", "message"), [({"fail_status": 503}, "503"), ({"delay_s": 1.0}, "Timeout")]
+)
+def test_download_gives_up_after_retries_leaving_no_partial_file(tmp_path, faults, message):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "f.bin").write_bytes(b"x" * 1000)
+    options = dict(timeout_s=0.3, retries=2, max_bytes=10_000, backoff_s=0.01)
+    with (
+        serve(tmp_path / "site", **faults) as (url, server),
+        pytest.raises(PipelineError, match=message) as err,
+    ):
+        download(f"{url}/f.bin", tmp_path / "f.bin", **options)
+    assert "after 3 attempts" in str(err.value)
+    assert len(server.requests) == 3
+    assert not list(tmp_path.glob("f.bin*"))
+
+
+def test_download_404_fails_at_once(tmp_path):
+    (tmp_path / "site").mkdir()
+    with serve(tmp_path / "site") as (url, server), pytest.raises(PipelineError, match="404"):
+        download(f"{url}/missing", tmp_path / "x", timeout_s=2, retries=3, max_bytes=100, backoff_s=0.01)
+    assert len(server.requests) == 1
+
+
+def test_download_over_size_cap_is_refused(tmp_path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "big.bin").write_bytes(b"x" * 5000)
+    with serve(tmp_path / "site") as (url, _), pytest.raises(PipelineError, match="limit"):
+        download(f"{url}/big.bin", tmp_path / "big.bin", timeout_s=2, retries=0, max_bytes=1000)
+    assert not list(tmp_path.glob("big.bin*"))
+
+
+def test_member_larger_than_its_declared_size_is_refused(tmp_path):
+    archive = make_zip(tmp_path / "liar.zip", {"top/ok.txt": b"x", "top/bomb.bin": b"0" * 50_000})
+    data = bytearray(archive.read_bytes())
+    central = data.rfind(b"PK\x01\x02")  # the last central-directory entry: top/bomb.bin
+    data[central + 24 : central + 28] = (100).to_bytes(4, "little")  # declared size: 100 bytes
+    archive.write_bytes(bytes(data))
+    with pytest.raises(PipelineError, match=r"(Bad CRC-32|inflates past).*bomb\.bin") as err:
+        extract(archive, tmp_path / "out")  # zipfile stops at the declared size; its CRC then fails
+    assert str(archive) in str(err.value)
+    out = tmp_path / "out" / "bomb.bin"
+    assert not out.exists() or out.stat().st_size <= 100

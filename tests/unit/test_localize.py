@@ -1,0 +1,98 @@
+"""The stain-colour WBC localiser: generated smears with known cell boxes, the metrics, real BCCD photos."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.core.params import LocalizeParams
+from pipeline.data.voc import parse_voc
+from pipeline.inference.localize import find_wbcs, iou, match, summarize
+from tests.helpers import PLATELETS, ROUND, THREE_LOBES, TWO_LOBES, H, W, field, truth_box
+
+
+def assert_found(dets: list, truth: list[tuple]) -> None:
+    m = match([d.box for d in dets], truth)
+    assert (m["tp"], m["fp"], m["fn"]) == (len(truth), 0, 0), (dets, truth, m)
+
+
+@pytest.mark.parametrize("cells", [[TWO_LOBES], [THREE_LOBES, ROUND]], ids=["two_lobes", "two_cells"])
+def test_finds_each_cell_and_no_platelet(cells):
+    dets = find_wbcs(field(cells))
+    assert_found(dets, [truth_box(*c) for c in cells])
+    assert all(0 <= d.score <= 1 for d in dets)
+    assert [d.score for d in dets] == sorted((d.score for d in dets), reverse=True)
+    for x, y in PLATELETS:
+        assert not any(d.box[0] <= x < d.box[2] and d.box[1] <= y < d.box[3] for d in dets)
+
+
+def test_lobes_of_one_cell_merge_into_one_detection():
+    img = field([TWO_LOBES])
+    assert len(find_wbcs(img)) == 1
+    # The merge step, not the closing, is what joins them: without it each lobe is a cell.
+    assert len(find_wbcs(img, LocalizeParams().model_copy(update={"merge_distance": 0.0}))) == 2
+
+
+def test_same_cells_found_at_double_size():
+    img = Image.fromarray(field([THREE_LOBES, ROUND])).resize((2 * W, 2 * H))
+    truth = [tuple(2 * v for v in truth_box(*c)) for c in (THREE_LOBES, ROUND)]
+    assert_found(find_wbcs(np.asarray(img)), truth)
+
+
+def test_no_violet_gives_nothing():
+    assert find_wbcs(field([], platelets=False)) == []
+    assert find_wbcs(np.full((H, W, 3), 200, np.uint8)) == []
+
+
+def test_platelets_alone_give_nothing():
+    assert find_wbcs(field([])) == []
+
+
+def test_boxes_are_clamped_to_the_image():
+    edge = (20, 120, 45, 45, [(-14, -12, 17), (14, -12, 17), (0, 14, 17)])  # cut by the left edge
+    [det] = find_wbcs(field([edge]))
+    assert det.box[0] == 0 and 0 <= det.box[1] < det.box[3] <= H and det.box[2] <= W
+
+
+def test_iou_hand_computed():
+    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert iou((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0  # touching corners only
+    assert iou((0, 0, 4, 4), (1, 1, 3, 3)) == pytest.approx(4 / 16)
+
+
+def test_match_is_greedy_and_one_to_one():
+    truth = [(0, 0, 10, 10), (20, 0, 30, 10)]
+    # d0 fits t0 exactly; d1 overlaps t0 by 0.6 too but t0 is taken; d2 overlaps nothing.
+    dets = [(0, 0, 10, 10), (0, 0, 10, 6), (100, 100, 110, 110)]
+    m = match(dets, truth)
+    assert (m["tp"], m["fp"], m["fn"]) == (1, 2, 1)
+    assert m["ious"] == [1.0]
+    assert match([(5, 0, 15, 10)], [(0, 0, 10, 10)])["tp"] == 0  # IoU 1/3 < 0.5
+    assert match([(5, 0, 15, 10)], [(0, 0, 10, 10)], threshold=0.3)["ious"] == [pytest.approx(1 / 3)]
+    assert match([], truth) == {"tp": 0, "fp": 0, "fn": 2, "ious": []}
+
+
+def test_summarize_hand_computed():
+    per_image = [
+        {"tp": 1, "fp": 0, "fn": 0, "ious": [0.8]},
+        {"tp": 1, "fp": 1, "fn": 1, "ious": [0.6]},
+        {"tp": 0, "fp": 1, "fn": 0, "ious": []},
+    ]
+    s = summarize(per_image, [(1, 1), (2, 2), (1, 0)])
+    assert s == pytest.approx(
+        {"recall": 2 / 3, "precision": 2 / 4, "mean_iou": 0.7, "mean_abs_count_error": 1 / 3}
+    )
+    assert set(summarize([], []).values()) == {0.0}  # no NaN from empty denominators
+
+
+# One photo per class (all with a single annotated WBC): neutrophil, basophil, eosinophil, monocyte,
+# lymphocyte (the smallest cell, the hardest box).
+@pytest.mark.parametrize("number", [1, 8, 9, 15, 20])
+@pytest.mark.parametrize("shrink", [1, 2], ids=["640x480", "320x240"])
+def test_real_bccd_photo(bccd, number: int, shrink: int):
+    name = f"BloodImage_{number:05d}"
+    [wbc] = parse_voc(bccd / "Annotations" / f"{name}.xml").boxes("WBC")
+    img = Image.open(bccd / "JPEGImages" / f"{name}.jpg").convert("RGB")
+    img = img.resize((img.width // shrink, img.height // shrink))
+    truth = (wbc.xmin / shrink, wbc.ymin / shrink, wbc.xmax / shrink, wbc.ymax / shrink)
+    assert_found(find_wbcs(np.asarray(img)), [truth])

@@ -1,0 +1,66 @@
+import copy
+
+import pytest
+import yaml
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import load_params, validate_params
+from tests.helpers import REPO
+
+
+@pytest.fixture
+def raw() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_committed_params_are_valid():
+    params = load_params(REPO / "params.yaml")
+    assert params.split.strategy in ("kaggle", "stratified", "kfold")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"),
+    [
+        (("augment", "targt_per_class"), 10, "augment.targt_per_class"),  # typo: unknown key
+        (("resize", "height"), "128", "resize.height"),  # wrong type
+        (("resize", "width"), 0, "resize.width"),  # out of range
+        (("augment", "target_per_class"), -5, "augment.target_per_class"),
+        (("split", "val_fraction"), 1.5, "split.val_fraction"),
+        (("split", "strategy"), "random", "split.strategy"),
+        (("crop", "square"), "yes", "crop.square"),
+        (("bogus",), {}, "bogus"),
+        (("train", "droput"), 0.4, "train.droput"),
+        (("train", "dropout"), 1.5, "train.dropout"),
+        (("train", "epochs"), -3, "train.epochs"),
+        (("evaluate", "tta"), "yes", "evaluate.tta"),
+    ],
+)
+def test_bad_params_are_rejected_with_the_key_path(raw, path, value, key):
+    bad = copy.deepcopy(raw)
+    node = bad
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    with pytest.raises(PipelineError) as err:
+        validate_params(bad, "params.yaml")
+    assert key in str(err.value)
+    assert "params.yaml" in str(err.value)
+
+
+def test_fold_must_be_below_k(raw):
+    raw["split"].update(k=3, fold=3)
+    with pytest.raises(PipelineError, match="fold must be < k"):
+        validate_params(raw)
+
+
+def test_missing_section_is_named(raw):
+    del raw["resize"]
+    with pytest.raises(PipelineError, match="resize"):
+        validate_params(raw)
+
+
+def test_unreadable_yaml(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("crop: [unclosed\n")
+    with pytest.raises(PipelineError, match="not valid YAML"):
+        load_params(bad)

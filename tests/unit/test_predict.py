@@ -1,0 +1,126 @@
+"""`wbc predict`: cells found (or given as VOC boxes), cut like the crop stage, classified, counted."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.core.classes import task_heads
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import load_params
+from pipeline.data.voc import parse_voc
+from pipeline.inference.classify import crops, differential, image_files, model_head, predict_images
+from pipeline.model.zoo import build_model
+from tests.helpers import REPO, ROUND, THREE_LOBES, field
+
+PARAMS = load_params(REPO / "params.yaml")
+NAMES = ["neutrophil", "eosinophil", "lymphocyte", "monocyte"]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """An untrained classifier of the pipeline's input format: the plumbing, not the accuracy."""
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    build_model("lenet", (32, 32, 3), task_heads("type", NAMES), dropout=0.5).save(path)
+    return path
+
+
+def test_differential_counts_and_percentages():
+    assert differential(["neutrophil", "neutrophil", "monocyte"], NAMES) == {
+        "cells": 3,
+        "count": {"neutrophil": 2, "eosinophil": 0, "lymphocyte": 0, "monocyte": 1},
+        "percent": {"neutrophil": 66.7, "eosinophil": 0.0, "lymphocyte": 0.0, "monocyte": 33.3},
+    }
+    assert differential([], NAMES)["percent"]["neutrophil"] == 0.0
+
+
+def test_crops_scale_the_padding_with_the_field():
+    img = Image.fromarray(np.zeros((480, 640, 3), np.uint8))
+    box = (300, 200, 340, 240)
+    full = crops(img, [box], PARAMS.crop, (8, 8))
+    assert full.shape == (1, 8, 8, 3) and full.dtype == np.uint8
+    # The same cell in a half-size field is cut with half the padding: the same window, halved.
+    marked = np.zeros((480, 640, 3), np.uint8)
+    marked[200:240, 300:340] = 255
+    half = Image.fromarray(marked).resize((320, 240), Image.Resampling.NEAREST)
+    a = crops(Image.fromarray(marked), [box], PARAMS.crop, (16, 16))[0]
+    b = crops(half, [tuple(v // 2 for v in box)], PARAMS.crop, (16, 16))[0]
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 20
+
+
+def test_image_files_walks_folders_and_names_a_missing_path(tmp_path):
+    (tmp_path / "a").mkdir()
+    for name in ("a/x.jpg", "a/y.PNG", "a/notes.txt", "z.jpeg"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in image_files([tmp_path / "a", tmp_path / "z.jpeg"])] == [
+        "x.jpg",
+        "y.PNG",
+        "z.jpeg",
+    ]
+    with pytest.raises(PipelineError, match=r"nothing\.jpg: no such file"):
+        image_files([tmp_path / "nothing.jpg"])
+
+
+def test_each_found_cell_is_classified_and_an_empty_field_is_reported(model_file):
+    import keras
+
+    model = keras.saving.load_model(model_file)
+    out = model_head(model, NAMES)
+    fields = [
+        ("f", Image.fromarray(field([THREE_LOBES, ROUND])), None),
+        ("e", Image.fromarray(field([], platelets=False)), None),
+        ("g", Image.fromarray(field([ROUND])), [(10, 10, 50, 50)]),
+    ]
+    result, empty, given = predict_images(fields, model, PARAMS, out)
+    assert len(result.cells) == 2 and not result.note
+    for cell in result.cells:
+        assert cell.label in NAMES and abs(sum(cell.probabilities.values()) - 1) < 1e-4
+        assert 0 <= cell.score <= 1
+    assert empty.cells == [] and empty.note == "no white cell found"
+    assert [c.box for c in given.cells] == [(10, 10, 50, 50)] and given.cells[0].score is None
+    with pytest.raises(PipelineError, match="predicts 4 cell types but the params name 5"):
+        model_head(model, [*NAMES, "basophil"])
+
+
+def wbc(args: list[str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "pipeline.cli", "predict", *args]
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=os.environ, timeout=300)
+
+
+def test_predict_command_on_real_photos_finds_the_annotated_cells(bccd, model_file, tmp_path):
+    from pipeline.inference.localize import iou
+
+    names = [f"BloodImage_{n:05d}" for n in (1, 9, 15)]
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in names:
+        (folder / f"{name}.jpg").write_bytes((bccd / "JPEGImages" / f"{name}.jpg").read_bytes())
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    done = wbc([str(folder), "--model", str(model_file)])
+    assert done.returncode == 1, done.stderr[-2000:]  # one unreadable file: reported, exit 1
+    out = json.loads(done.stdout)
+    by_name = {os.path.basename(r["image"]): r for r in out["images"]}
+    assert by_name["broken.jpg"]["note"].startswith("unreadable:") and not by_name["broken.jpg"]["cells"]
+    for name in names:
+        (truth,) = parse_voc(bccd / "Annotations" / f"{name}.xml").boxes("WBC")
+        (cell,) = by_name[f"{name}.jpg"]["cells"]
+        assert iou(cell["box"], (truth.xmin, truth.ymin, truth.xmax, truth.ymax)) >= 0.5
+        assert cell["label"] in NAMES
+    assert out["differential"]["cells"] == 3 and sum(out["differential"]["count"].values()) == 3
+    assert "4 images, 3 cells, 1 without a cell" in done.stderr
+
+
+def test_predict_command_with_voc_boxes_writes_csv(bccd, model_file):
+    photo = bccd / "JPEGImages" / "BloodImage_00001.jpg"
+    done = wbc(
+        [str(photo), "--boxes", str(bccd / "Annotations"), "--model", str(model_file), "--format", "csv"]
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    header, row = done.stdout.strip().splitlines()
+    assert header.startswith("image,cell,xmin,ymin,xmax,ymax,score,label,p_neutrophil")
+    (truth,) = parse_voc(bccd / "Annotations/BloodImage_00001.xml").boxes("WBC")
+    assert row.split(",")[2:7] == [str(truth.xmin), str(truth.ymin), str(truth.xmax), str(truth.ymax), ""]

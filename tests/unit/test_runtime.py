@@ -1,0 +1,34 @@
+import keras
+import numpy as np
+import pytest
+
+from pipeline.model import runtime
+
+
+@pytest.fixture(autouse=True)
+def restore_policy():
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def test_mixed_precision_is_refused_on_the_cpu():
+    """Mixed float16 on a CPU is slower and less accurate: the run falls back to float32 and says so."""
+    got = runtime.configure(seed=1, deterministic=False, mixed_precision=True)
+    assert got == {"device": "cpu", "backend": keras.backend.backend(), "precision": "float32"}
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_mixed_precision_is_used_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(runtime, "device", lambda: "gpu: /physical_device:GPU:0")
+    got = runtime.configure(seed=1, deterministic=False, mixed_precision=True)
+    assert got["device"].startswith("gpu") and got["precision"] == "mixed_float16"
+    assert keras.mixed_precision.global_policy().name == "mixed_float16"
+
+
+def test_the_seed_fixes_keras_random_draws():
+    def draw(seed: int) -> np.ndarray:
+        runtime.configure(seed=seed, deterministic=False, mixed_precision=False)
+        return keras.ops.convert_to_numpy(keras.random.normal((4, 3)))
+
+    assert np.array_equal(draw(7), draw(7))
+    assert not np.array_equal(draw(7), draw(8))
