@@ -1,4 +1,8 @@
-"""The params.yaml schema: every key, type and range, validated before any stage does work."""
+"""The params.yaml schema: every key, type and range, validated before any stage does work.
+
+No key has a default: every value comes from params.yaml, where DVC tracks it, so this schema
+changes what a stage accepts, never what it computes (and is not a stage dep).
+"""
 
 from pathlib import Path
 from typing import Literal
@@ -120,19 +124,19 @@ class EvaluateParams(_Section):
 
 
 class LocalizeParams(_Section):
-    """The stain-colour WBC localiser (`pipeline/localize.py`). Defaults tuned on the 364 BCCD photos
-    against their VOC WBC boxes, recall at IoU 0.5 first; sizes are fractions of the image width or
-    area, so the same values work at 640x480 and at the Kaggle sets' 320x240."""
+    """The stain-colour WBC localiser (`pipeline/inference/localize.py`). The values in params.yaml
+    were tuned on the 364 BCCD photos against their VOC WBC boxes, recall at IoU 0.5 first; sizes are
+    fractions of the image width or area, so the same values work at 640x480 and at 320x240."""
 
-    min_purple: float = Field(40.0, ge=0, le=255, description="least B - G for a pixel to count as stain")
-    closing_radius: float = Field(0.01, ge=0, le=0.2, description="closing radius / image width")
-    merge_distance: float = Field(0.03, ge=0, le=0.5, description="blobs closer / width are one cell")
-    min_nucleus_fraction: float = Field(0.01, gt=0, lt=1, description="least blob area / image area")
-    min_relative_area: float = Field(0.25, ge=0, le=1, description="least blob area / largest blob")
-    box_growth: float = Field(1.0, ge=1, le=4, description="cell box side / stained blob box side")
-    box_margin: float = Field(0.02, ge=0, le=0.5, description="cytoplasm rim on each side / image width")
-    work_width: int = Field(320, ge=16, description="wider images are block-averaged to about this width")
-    max_cells: int = Field(5, ge=1, description="most white cells reported per field")
+    min_purple: float = Field(ge=0, le=255, description="least B - G for a pixel to count as stain")
+    closing_radius: float = Field(ge=0, le=0.2, description="closing radius / image width")
+    merge_distance: float = Field(ge=0, le=0.5, description="blobs closer / width are one cell")
+    min_nucleus_fraction: float = Field(gt=0, lt=1, description="least blob area / image area")
+    min_relative_area: float = Field(ge=0, le=1, description="least blob area / largest blob")
+    box_growth: float = Field(ge=1, le=4, description="cell box side / stained blob box side")
+    box_margin: float = Field(ge=0, le=0.5, description="cytoplasm rim on each side / image width")
+    work_width: int = Field(ge=16, description="wider images are block-averaged to about this width")
+    max_cells: int = Field(ge=1, description="most white cells reported per field")
 
 
 class GatesParams(_Section):

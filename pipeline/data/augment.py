@@ -6,13 +6,19 @@ params give byte-identical images whatever the order or number of images process
 
 import hashlib
 import math
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageEnhance
 
+from pipeline.core import paths
 from pipeline.core.params import AugmentParams
+from pipeline.data.images import load_rgb, save_png
 
 
 @dataclass(frozen=True)
@@ -125,3 +131,35 @@ def sample_table(split: pd.DataFrame, p: AugmentParams) -> tuple[pd.DataFrame, l
 def make_copy(crop: Image.Image, copy: Copy, p: AugmentParams) -> Image.Image:
     """The augmented image for one planned copy: a pure function of crop, copy id and params."""
     return augment_image(crop, rng_for(p.seed, copy.sample_id), p)
+
+
+def _write_copy(copy: Copy, params: AugmentParams, folder: Path) -> None:
+    crop = load_rgb(paths.CROP_IMAGES / f"{copy.crop_id}.png")
+    save_png(make_copy(crop, copy, params), folder / f"{copy.sample_id}.png")
+
+
+def write_copies(copies: list[Copy], params: AugmentParams, folder: Path) -> None:
+    """Every augmented copy as `<folder>/<sample id>.png`, made on all cores (each copy's randomness
+    is its own, so the order does not matter)."""
+    with ProcessPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(partial(_write_copy, params=params, folder=folder), copies, chunksize=64))
+
+
+def sample_path(row: pd.Series) -> str:
+    """Where the resize stage finds a sample: a new copy here, or the untouched crop."""
+    folder = paths.AUGMENTED_IMAGES if row["augmented"] else paths.CROP_IMAGES
+    return (folder / f"{row['sample_id']}.png").as_posix()
+
+
+def balance_report(split: pd.DataFrame, samples: pd.DataFrame) -> dict:
+    """Samples per split and class, how many of them augmented, and train crops left unused."""
+    train_crops = split.loc[split["split"] == "train", "crop_id"]
+    report: dict = {"train_crops_unused": int((~train_crops.isin(samples["crop_id"])).sum())}
+    for name, part in samples.groupby("split"):
+        counts = part.groupby("label")["augmented"].agg(["size", "sum"])
+        report[str(name)] = {
+            **{str(label): int(n) for label, n in counts["size"].items()},
+            **{f"{label}_augmented": int(n) for label, n in counts["sum"].items()},
+            "total": len(part),
+        }
+    return report

@@ -5,7 +5,7 @@ source image, joined with any crop whose perceptual hash marks it as the same ce
 another, overlapping photograph.
 """
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import imagehash
 import numpy as np
@@ -14,6 +14,7 @@ from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold
 
 from pipeline.core.errors import PipelineError
+from pipeline.core.params import SplitParams
 
 
 def perceptual_hashes(images: Mapping[str, Image.Image], hash_size: int) -> dict[str, np.ndarray]:
@@ -126,6 +127,31 @@ def assign_splits(
     val = _carve(rest, val_fraction, seed + 1)
     out.loc[val[val].index, "split"] = "val"
     return out
+
+
+def split_crops(
+    crops: pd.DataFrame, images: Mapping[str, Image.Image], p: SplitParams, test_sources: Sequence[str]
+) -> pd.DataFrame:
+    """The crop table with its duplicate `group`, perceptual hash (`phash`, as 0/1 text) and `split`,
+    checked disjoint. `test_sources` are the kaggle strategy's held-out photos."""
+    crops = crops.copy()
+    hashes = perceptual_hashes(images, p.dedup_hash_size)
+    crops["group"] = duplicate_groups(
+        list(crops["crop_id"]), list(crops["source_image"]), hashes, p.dedup_max_distance
+    )
+    crops["phash"] = ["".join("1" if b else "0" for b in hashes[c]) for c in crops["crop_id"]]
+    split = assign_splits(
+        crops,
+        strategy=p.strategy,
+        seed=p.seed,
+        val_fraction=p.val_fraction,
+        test_fraction=p.test_fraction,
+        k=p.k,
+        fold=p.fold,
+        test_sources=test_sources,
+    )
+    check_disjoint(split)
+    return split
 
 
 def check_disjoint(split: pd.DataFrame) -> None:

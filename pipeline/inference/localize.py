@@ -15,8 +15,6 @@ from scipy import ndimage
 
 from pipeline.core.params import LocalizeParams
 
-DEFAULTS = LocalizeParams()
-
 XYXY = tuple[int, int, int, int]  # xmin, ymin, xmax, ymax in pixels; xmax/ymax exclusive
 
 
@@ -86,7 +84,7 @@ def score(area: float, image_area: int, p: LocalizeParams) -> float:
     return float(1 - 0.5 ** (area / (p.min_nucleus_fraction * image_area)))
 
 
-def find_wbcs(rgb: np.ndarray, p: LocalizeParams = DEFAULTS) -> list[Detection]:
+def find_wbcs(rgb: np.ndarray, p: LocalizeParams) -> list[Detection]:
     """rgb: (H, W, 3) uint8. Segment the violet nuclei by stain colour, clean up morphologically, take
     connected components, merge the lobes of one cell, drop blobs too small to be a WBC nucleus (platelets),
     grow a box per cell to include its cytoplasm, score it; sorted by score, best first."""

@@ -36,15 +36,21 @@ def varra(x, *, dropout: float, reg, **_) -> keras.KerasTensor:
     return layers.Dropout(dropout)(x)
 
 
+def _conv_pool_flatten(x, filters: tuple[int, ...], reg) -> keras.KerasTensor:
+    """Pixels to [0, 1], then a valid 3x3 ReLU conv and a 2x2 max-pool per entry of `filters`,
+    flattened: the trunk the Fischbach and Athelas networks share."""
+    x = layers.Rescaling(1 / 255)(x)
+    for n in filters:
+        x = layers.Conv2D(n, 3, activation="relu", kernel_regularizer=reg)(x)
+        x = layers.MaxPooling2D()(x)
+    return layers.Flatten()(x)
+
+
 def fischbach(x, *, dropout: float, reg, **_) -> keras.KerasTensor:
     """Fischbach & Weinstein (84%): conv 32/64/128 (3x3, valid) each with 2x2 max-pool, flatten,
     dense 64 and 32 with dropout between; L1/L2 kernel regularisation. 423,237 params at
     60x80x3 with 5 outputs, as published."""
-    x = layers.Rescaling(1 / 255)(x)
-    for filters in (32, 64, 128):
-        x = layers.Conv2D(filters, 3, activation="relu", kernel_regularizer=reg)(x)
-        x = layers.MaxPooling2D()(x)
-    x = layers.Flatten()(x)
+    x = _conv_pool_flatten(x, (32, 64, 128), reg)
     x = layers.Dense(64, activation="relu", kernel_regularizer=reg)(x)
     x = layers.Dropout(dropout)(x)
     x = layers.Dense(32, activation="relu", kernel_regularizer=reg)(x)
@@ -54,11 +60,7 @@ def fischbach(x, *, dropout: float, reg, **_) -> keras.KerasTensor:
 def lenet(x, *, dropout: float, reg, **_) -> keras.KerasTensor:
     """Athelas LeNet variant: conv 32, 32, 64 (3x3, valid) each with ReLU and 2x2 max-pool, dense 64,
     dropout (0.7 in the report). 987,298 params at 120x160x3 with 2 outputs, as published."""
-    x = layers.Rescaling(1 / 255)(x)
-    for filters in (32, 32, 64):
-        x = layers.Conv2D(filters, 3, activation="relu", kernel_regularizer=reg)(x)
-        x = layers.MaxPooling2D()(x)
-    x = layers.Flatten()(x)
+    x = _conv_pool_flatten(x, (32, 32, 64), reg)
     x = layers.Dense(64, activation="relu", kernel_regularizer=reg)(x)
     return layers.Dropout(dropout)(x)
 

@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.core.params import LocalizeParams
+from pipeline.core.params import load_params
 from pipeline.data.voc import parse_voc
 from pipeline.inference.localize import find_wbcs, iou, match, summarize
-from tests.helpers import PLATELETS, ROUND, THREE_LOBES, TWO_LOBES, H, W, field, truth_box
+from tests.helpers import PLATELETS, REPO, ROUND, THREE_LOBES, TWO_LOBES, H, W, field, truth_box
+
+LOCALIZE = load_params(REPO / "params.yaml").localize  # the values tuned on BCCD
 
 
 def assert_found(dets: list, truth: list[tuple]) -> None:
@@ -17,7 +19,7 @@ def assert_found(dets: list, truth: list[tuple]) -> None:
 
 @pytest.mark.parametrize("cells", [[TWO_LOBES], [THREE_LOBES, ROUND]], ids=["two_lobes", "two_cells"])
 def test_finds_each_cell_and_no_platelet(cells):
-    dets = find_wbcs(field(cells))
+    dets = find_wbcs(field(cells), LOCALIZE)
     assert_found(dets, [truth_box(*c) for c in cells])
     assert all(0 <= d.score <= 1 for d in dets)
     assert [d.score for d in dets] == sorted((d.score for d in dets), reverse=True)
@@ -27,29 +29,29 @@ def test_finds_each_cell_and_no_platelet(cells):
 
 def test_lobes_of_one_cell_merge_into_one_detection():
     img = field([TWO_LOBES])
-    assert len(find_wbcs(img)) == 1
+    assert len(find_wbcs(img, LOCALIZE)) == 1
     # The merge step, not the closing, is what joins them: without it each lobe is a cell.
-    assert len(find_wbcs(img, LocalizeParams().model_copy(update={"merge_distance": 0.0}))) == 2
+    assert len(find_wbcs(img, LOCALIZE.model_copy(update={"merge_distance": 0.0}))) == 2
 
 
 def test_same_cells_found_at_double_size():
     img = Image.fromarray(field([THREE_LOBES, ROUND])).resize((2 * W, 2 * H))
     truth = [tuple(2 * v for v in truth_box(*c)) for c in (THREE_LOBES, ROUND)]
-    assert_found(find_wbcs(np.asarray(img)), truth)
+    assert_found(find_wbcs(np.asarray(img), LOCALIZE), truth)
 
 
 def test_no_violet_gives_nothing():
-    assert find_wbcs(field([], platelets=False)) == []
-    assert find_wbcs(np.full((H, W, 3), 200, np.uint8)) == []
+    assert find_wbcs(field([], platelets=False), LOCALIZE) == []
+    assert find_wbcs(np.full((H, W, 3), 200, np.uint8), LOCALIZE) == []
 
 
 def test_platelets_alone_give_nothing():
-    assert find_wbcs(field([])) == []
+    assert find_wbcs(field([]), LOCALIZE) == []
 
 
 def test_boxes_are_clamped_to_the_image():
     edge = (20, 120, 45, 45, [(-14, -12, 17), (14, -12, 17), (0, 14, 17)])  # cut by the left edge
-    [det] = find_wbcs(field([edge]))
+    [det] = find_wbcs(field([edge]), LOCALIZE)
     assert det.box[0] == 0 and 0 <= det.box[1] < det.box[3] <= H and det.box[2] <= W
 
 
@@ -95,4 +97,4 @@ def test_real_bccd_photo(bccd, number: int, shrink: int):
     img = Image.open(bccd / "JPEGImages" / f"{name}.jpg").convert("RGB")
     img = img.resize((img.width // shrink, img.height // shrink))
     truth = (wbc.xmin / shrink, wbc.ymin / shrink, wbc.xmax / shrink, wbc.ymax / shrink)
-    assert_found(find_wbcs(np.asarray(img)), [truth])
+    assert_found(find_wbcs(np.asarray(img), LOCALIZE), [truth])

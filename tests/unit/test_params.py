@@ -2,9 +2,11 @@ import copy
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.params import load_params, validate_params
+from pipeline.core.params import Params, load_params, validate_params
+from pipeline.stage import declared_params, restrict
 from tests.helpers import REPO
 
 
@@ -64,3 +66,35 @@ def test_unreadable_yaml(tmp_path):
     bad.write_text("crop: [unclosed\n")
     with pytest.raises(PipelineError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_no_key_has_a_default():
+    """Every value comes from params.yaml, where DVC tracks it: that is why the schema module is not a
+    stage dep (tests/unit/test_stage_deps.py). A default here would be a value DVC cannot see."""
+
+    def defaults(model: type[BaseModel], prefix: str) -> list[str]:
+        found = []
+        for name, field in model.model_fields.items():
+            if not field.is_required():
+                found.append(f"{prefix}{name}")
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                found += defaults(kind, f"{prefix}{name}.")
+        return found
+
+    assert defaults(Params, "") == []
+
+
+def test_a_stage_reads_only_the_params_dvc_yaml_lists(tmp_path):
+    params = load_params(REPO / "params.yaml")
+    assert declared_params("resize", REPO / "dvc.yaml") == ["resize", "crop.keep_basophil"]
+    seen = restrict(params, "resize", ["resize", "crop.keep_basophil"])
+    assert seen.resize == params.resize and seen.crop.keep_basophil == params.crop.keep_basophil
+    with pytest.raises(PipelineError, match=r"stage 'resize' reads params crop\.padding, which dvc\.yaml"):
+        _ = seen.crop.padding
+    with pytest.raises(PipelineError, match=r"reads params train\.epochs"):
+        _ = seen.train.epochs
+    assert declared_params("resize", tmp_path / "dvc.yaml") is None  # outside a DVC project: no guard
+    assert restrict(params, "resize", None) is params
+    with pytest.raises(PipelineError, match="no stage 'nope'"):
+        declared_params("nope", REPO / "dvc.yaml")
