@@ -158,3 +158,25 @@ def test_the_champion_served_over_http_answers_like_the_model(project, runs):
         served = np.asarray(answer.json()["predictions"]["type"])
         expected = keras.saving.load_model(root / "models/model.keras").predict(crops, verbose=0)["type"]
         np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("module", "stages"),
+    [
+        ("pipeline/inference/tta.py", {"evaluate"}),  # inference apart from training
+        ("pipeline/model/zoo.py", {"train"}),
+        ("pipeline/core/classes.py", {"crop", "resize", "train", "evaluate"}),
+        ("pipeline/tracking/runs.py", set()),  # plumbing: what a run records, not what it computes
+    ],
+)
+def test_a_one_line_code_edit_changes_exactly_the_stages_that_run_it(project, runs, module, stages):
+    root, env = project
+    before = set(run_json(["dvc", "status", "--json"], root, env))
+    path = root / module
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"# an edit\n")
+        after = set(run_json(["dvc", "status", "--json"], root, env))
+    finally:
+        path.write_bytes(original)
+    assert after - before == stages
