@@ -7,7 +7,7 @@
 3. The bootstrap's cost on a Kaggle-TEST-sized set (2,487 fields from 69 source photos, the
    params' resamples, the four headline metrics).
 
-    WBC_DATA_MIRROR=../shared/datasets/bccd python scripts/benchmark.py [--stages ...] [--fit-epochs 2]
+    WBC_MIRRORS=../shared/datasets python scripts/benchmark.py [--stages ...] [--fit-epochs 2]
 """
 
 import argparse
@@ -20,7 +20,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.helpers.copy_repo when run as a script
-STAGES = ["fetch", "crop", "split", "augment", "resize", "train", "evaluate"]
+STAGES = ["fetch", "fetch_external", "crop", "split", "augment", "resize", "train", "evaluate"]
 
 
 def timed(cmd: list[str], cwd: Path, env: dict) -> float:

@@ -1,14 +1,15 @@
-"""DVC stage `evaluate`: score the trained model on the held-out test split (and on val), and on the
-published Kaggle sets when WBC_DATASET2_DIR names them; register the model, `champion` if it passes."""
+"""DVC stage `evaluate`: score the trained model on the held-out test split (and on val), on the
+published Kaggle sets and on another lab's cells (PBC); register the model, `champion` if it passes."""
 
 import keras
 
 from pipeline.core import paths
 from pipeline.core.params import Params
 from pipeline.data.resize import class_list, load_npz
-from pipeline.evaluation import published
+from pipeline.evaluation.external import score_external
 from pipeline.evaluation.gates import check_gates
-from pipeline.evaluation.report import evaluate_splits
+from pipeline.evaluation.published import score_published
+from pipeline.evaluation.report import evaluate_splits, write_confusion
 from pipeline.inference.classify import model_head
 from pipeline.stage import run_stage
 from pipeline.tracking.models import register_run_model
@@ -18,18 +19,18 @@ from pipeline.tracking.runs import log_files
 def main(params: Params) -> dict:
     model = keras.saving.load_model(paths.MODEL)
     report, plots = evaluate_splits(model, params.evaluate)
+    classes = class_list(load_npz(paths.resized_split("test"), keys=("classes",)))
+    out = model_head(model, classes)
+    report["published"] = score_published(model, params, out, paths.PUBLISHED, paths.KAGGLE_TEST_SOURCES)
+    pbc, rows = score_external(model, params, out, paths.PBC, classes, "pbc")
+    report["external"] = {"pbc": pbc}
+    for mode, table in rows.items():
+        csv, png = (paths.external_plot("pbc", mode, s) for s in (".csv", ".png"))
+        plots += write_confusion(table, csv, png, f"PBC (another lab), {mode.replace('_', ' ')}")
     log_files(plots)
-    root = published.dataset2_dir()
-    if root is not None:
-        classes = class_list(load_npz(paths.resized_split("test"), keys=("classes",)))
-        report["published"] = published.score_published(model, params, model_head(model, classes), root)
     # The champion alias needs the gates' floors; the drop-against-baseline gate needs git (`wbc gate`).
     passed = all(c.passed for c in check_gates(report, None, params.gates))
-    entry = register_run_model(paths.MODEL_RUN, promote=passed)
-    if entry is not None:
-        print(
-            f"evaluate: {entry['name']} version {entry['version']}" + (" is the champion" if passed else "")
-        )
+    register_run_model(paths.MODEL_RUN, promote=passed)
     return report
 
 

@@ -1,15 +1,12 @@
 """DVC stage `fetch`: the raw BCCD images, XML boxes and labels.csv into data/raw, verified.
 
-Downloads from the upstream addresses in params.yaml; when WBC_DATA_MIRROR names a folder,
-the same files are copied from it instead (offline machines, CI).
+Downloads from the upstream addresses in params.yaml; with WBC_MIRRORS set, the same files are
+copied from its `bccd/` folder instead (offline machines, CI).
 """
-
-import os
-from pathlib import Path
 
 from pipeline.core import paths
 from pipeline.core.params import Params
-from pipeline.data.fetch import Source, fetch_bccd
+from pipeline.data.fetch import Source, fetch_bccd, mirror_for
 from pipeline.stage import run_stage
 
 MB = 1 << 20
@@ -17,13 +14,12 @@ MB = 1 << 20
 
 def main(params: Params) -> dict:
     p = params.fetch
-    mirror = os.environ.get("WBC_DATA_MIRROR")
     return fetch_bccd(
         paths.RAW,
         archive=Source(p.archive.url, p.archive.file),
         labels=Source(p.labels.url, p.labels.file),
         manifest_path=paths.BCCD_MANIFEST,
-        mirror=Path(mirror) if mirror else None,
+        mirror=mirror_for(paths.MIRROR_FOLDERS["bccd"]),
         timeout_s=p.timeout_s,
         retries=p.retries,
         max_download_bytes=p.max_download_mb * MB,

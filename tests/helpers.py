@@ -24,7 +24,8 @@ from pipeline.data.fetch import format_manifest, manifest_of
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
-MIRROR = SHARED / "datasets" / "bccd"
+MIRRORS = SHARED / "datasets"  # what WBC_MIRRORS names offline: a folder per source
+MIRROR = MIRRORS / "bccd"
 TYPES = ["neutrophil", "eosinophil", "lymphocyte", "monocyte"]  # the classes, as model tests name them
 
 
@@ -112,15 +113,16 @@ LABELS = ["NEUTROPHIL", "EOSINOPHIL", "LYMPHOCYTE", "MONOCYTE"]
 
 
 def make_mirror(root: Path, archive_name: str) -> tuple[Path, dict[str, str], list[tuple[str, str]]]:
-    """A mirror folder (zip + labels.csv) of 48 generated smears; its manifest; 8 test sources."""
+    """A BCCD mirror (`<root>/mirrors/bccd`: zip + labels.csv) of 48 generated smears; its manifest;
+    8 test sources."""
     cases = {
         n: ([(10 + n % 7 * 12, 5 + n % 5 * 8, 70 + n % 7 * 12, 65 + n % 5 * 8)], LABELS[n % 4])
         for n in range(48)
     }
     tree = write_dataset(root / "tree", cases)
     manifest = manifest_of(tree)
-    mirror = root / "mirror"
-    mirror.mkdir()
+    mirror = root / "mirrors" / "bccd"
+    mirror.mkdir(parents=True)
     top = archive_name.removesuffix(".zip")
     with zipfile.ZipFile(mirror / archive_name, "w") as zf:
         for path in sorted(tree.rglob("*")):
@@ -129,6 +131,29 @@ def make_mirror(root: Path, archive_name: str) -> tuple[Path, dict[str, str], li
     (mirror / "labels.csv").write_bytes((tree / "labels.csv").read_bytes())
     tests = [(f"BloodImage_{n:05d}.jpg", LABELS[n % 4]) for n in range(40, 48)]
     return mirror, manifest, tests
+
+
+def make_external_mirrors(mirrors: Path, tree: Path, tests: list[tuple[str, str]]) -> dict[str, str]:
+    """Mirrors of the evaluation sets beside a generated BCCD tree: the published sets (each test
+    source at half size in TEST_SIMPLE, and flipped in TEST) and 3 single-cell images per class as
+    another lab's; returns the sources CSV for the published sets."""
+    published, pbc = mirrors / "dataset2-master", mirrors / "pbc-dev"
+    lines = ["test_simple_file,bccd_image,class"]
+    for i, (name, label) in enumerate(tests):
+        with Image.open(tree / "BCCD" / "JPEGImages" / name) as img:
+            half = img.resize((img.width // 2, img.height // 2))
+        flipped = half.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        for set_name, picture, number in (("TEST_SIMPLE", half, 1000 + i), ("TEST", flipped, 2000 + i)):
+            path = published / "images" / set_name / label / f"_{i}_{number}.jpeg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            picture.save(path, quality=95)
+        lines.append(f"{label}/_{i}_{1000 + i}.jpeg,{name},{label}")
+    for n in range(12):
+        path = pbc / LABELS[n % 4].lower() / f"cell_{n}.jpg"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        smear(100 + n, (90, 90), [(20, 20, 70, 70)]).save(path, quality=95)
+    return {"published": format_manifest(manifest_of(published)), "pbc": format_manifest(manifest_of(pbc)),
+            "sources": "\n".join(lines) + "\n"}  # fmt: skip
 
 
 def tiny_project(work: Path) -> tuple[Path, dict]:
@@ -140,10 +165,10 @@ def tiny_project(work: Path) -> tuple[Path, dict]:
     params = yaml.safe_load((root / "params.yaml").read_text())
     mirror, manifest, tests = make_mirror(work, params["fetch"]["archive"]["file"])
     (root / "data/reference/bccd.sha256").write_text(format_manifest(manifest))
-    lines = ["test_simple_file,bccd_image,class"] + [
-        f"{c}/x{i}.jpeg,{img},{c}" for i, (img, c) in enumerate(tests)
-    ]
-    (root / "data/reference/kaggle_test_sources.csv").write_text("\n".join(lines) + "\n")
+    external = make_external_mirrors(mirror.parent, work / "tree", tests)
+    (root / "data/reference/kaggle_test_sources.csv").write_text(external["sources"])
+    (root / "data/reference/published.sha256").write_text(external["published"])
+    (root / "data/reference/pbc.sha256").write_text(external["pbc"])
     params["crop"].update(padding=4, min_box_size=8)
     params["split"].update(val_fraction=0.25, dedup_max_distance=2)
     params["augment"].update(target_per_class=12)
@@ -153,7 +178,7 @@ def tiny_project(work: Path) -> tuple[Path, dict]:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {
         **os.environ,
-        "WBC_DATA_MIRROR": str(mirror),
+        "WBC_MIRRORS": str(mirror.parent),
         "MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}",
     }
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"

@@ -34,6 +34,21 @@ class FetchParams(_Section):
     max_extracted_mb: int = Field(gt=0)
 
 
+class ArchiveFolder(Download):
+    folder: str = Field(pattern=r"^[A-Za-z0-9._/-]*$", description="where the manifest's paths start")
+
+
+class ExternalParams(_Section):
+    """Evaluation sets from other sources, fetched like BCCD; the default model never trains on them."""
+
+    published: ArchiveFolder
+    pbc: ArchiveFolder
+    timeout_s: float = Field(gt=0)
+    retries: int = Field(ge=0, le=20)
+    max_download_mb: int = Field(gt=0)
+    max_extracted_mb: int = Field(gt=0)
+
+
 class CropParams(_Section):
     padding: int = Field(ge=0, le=256, description="pixels added on every side of the XML box")
     square: bool
@@ -137,6 +152,7 @@ class LocalizeParams(_Section):
     box_margin: float = Field(ge=0, le=0.5, description="cytoplasm rim on each side / image width")
     work_width: int = Field(ge=16, description="wider images are block-averaged to about this width")
     max_cells: int = Field(ge=1, description="most white cells reported per field")
+    min_texture: float = Field(ge=0, description="least grey-level sd inside a nucleus")
 
 
 class GatesParams(_Section):
@@ -148,6 +164,7 @@ class GatesParams(_Section):
 
 class Params(_Section):
     fetch: FetchParams
+    external: ExternalParams
     crop: CropParams
     split: SplitParams
     augment: AugmentParams

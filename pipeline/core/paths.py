@@ -11,12 +11,22 @@ METRICS = Path("metrics")
 REFERENCE = DATA / "reference"
 BCCD_MANIFEST = REFERENCE / "bccd.sha256"
 KAGGLE_TEST_SOURCES = REFERENCE / "kaggle_test_sources.csv"
+PUBLISHED_MANIFEST = REFERENCE / "published.sha256"
+PBC_MANIFEST = REFERENCE / "pbc.sha256"
 
 # fetch
 RAW = DATA / "raw"
 RAW_IMAGES = RAW / "BCCD" / "JPEGImages"
 RAW_ANNOTATIONS = RAW / "BCCD" / "Annotations"
 RAW_LABELS = RAW / "labels.csv"
+
+# fetch_external: evaluation sets, each in the layout of its manifest
+EXTERNAL = DATA / "external"
+PUBLISHED = EXTERNAL / "published"  # images/TEST/<CLASS>/*.jpeg, images/TEST_SIMPLE/<CLASS>/*.jpeg
+PBC = EXTERNAL / "pbc"  # <class>/*.jpg
+
+# Offline mirrors: the subfolder of $WBC_MIRRORS that holds each source's files.
+MIRROR_FOLDERS = {"bccd": "bccd", "published": "dataset2-master", "pbc": "pbc-dev"}
 
 # crop
 CROPS = DATA / "crops"
@@ -55,6 +65,11 @@ PREDICTIONS = PLOTS / "predictions.csv"
 def resized_split(split: str) -> Path:
     """The `.npz` array file the resize stage writes for one split."""
     return RESIZED / f"{split}.npz"
+
+
+def external_plot(set_name: str, mode: str, suffix: str) -> Path:
+    """An external set's confusion for one scoring mode: `.csv` (a DVC plot) or `.png`."""
+    return PLOTS / "external" / f"{set_name}_{mode}{suffix}"
 
 
 def stage_metrics(stage: str) -> Path:

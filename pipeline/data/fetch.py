@@ -1,15 +1,18 @@
-"""Fetch the raw BCCD files: download (or copy from a mirror), extract safely, verify checksums.
+"""Fetch a data source: download (or copy from a mirror), extract safely, verify checksums.
 
-Nothing reaches the destination folder until every extracted file matches the committed
-manifest; a failure at any step leaves the destination as it was.
+Nothing reaches the destination folder until every file matches the committed manifest; a failure
+at any step leaves the destination as it was. Offline, WBC_MIRRORS names one folder holding a
+subfolder per source (`bccd/`, `dataset2-master/`, `pbc-dev/`) with the same files.
 """
 
 import hashlib
+import os
 import shutil
 import stat
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -20,6 +23,7 @@ from pipeline.core.atomic import atomic_dir
 from pipeline.core.errors import PipelineError
 
 CHUNK = 1 << 16
+MIRRORS_ENV = "WBC_MIRRORS"
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,10 @@ def download(
         part.rename(dest)
         return
     part.unlink(missing_ok=True)
-    raise PipelineError(f"{url}: download failed after {retries + 1} attempts ({last_error})")
+    raise PipelineError(
+        f"{url}: download failed after {retries + 1} attempts ({last_error}). Offline? Set {MIRRORS_ENV} "
+        "to a folder holding a mirror of each source: bccd/, dataset2-master/, pbc-dev/ (README: Offline)"
+    )
 
 
 class _Incomplete(Exception):
@@ -120,11 +127,19 @@ def _member_path(info: zipfile.ZipInfo, archive: Path) -> PurePosixPath:
     return PurePosixPath(*path.parts[1:])
 
 
-def safe_extract_zip(archive: Path, dest: Path, *, max_member_bytes: int, max_total_bytes: int) -> int:
-    """Extract a zip whose files all sit under one top folder into `dest`, stripping that folder.
+def safe_extract_zip(
+    archive: Path,
+    dest: Path,
+    *,
+    max_member_bytes: int,
+    max_total_bytes: int,
+    select: Callable[[PurePosixPath], PurePosixPath | None] = lambda rel: rel,
+) -> int:
+    """Extract a zip whose files all sit under one top folder into `dest`, stripping that folder;
+    `select` maps a member's stripped path to where it goes under `dest`, or None to skip it.
 
-    Refuses absolute paths, `..`, links, members over the size caps, and members that inflate
-    past their declared size. Returns the number of files written.
+    Refuses absolute paths, `..`, links (in any member, chosen or not), members over the size caps,
+    and members that inflate past their declared size. Returns the number of files written.
     """
     try:
         with zipfile.ZipFile(archive) as zf:
@@ -132,16 +147,15 @@ def safe_extract_zip(archive: Path, dest: Path, *, max_member_bytes: int, max_to
             tops = {PurePosixPath(i.filename).parts[0] for i in infos if i.filename.strip("/")}
             if len(tops) != 1:
                 raise PipelineError(f"{archive}: expected one top folder, found {sorted(tops)[:5]}")
-            declared = sum(i.file_size for i in infos)
+            chosen = [(i, select(_member_path(i, archive))) for i in infos if not i.is_dir()]
+            chosen = [(i, rel) for i, rel in chosen if rel is not None and rel.parts]
+            declared = sum(i.file_size for i, _ in chosen)
             if declared > max_total_bytes:
                 raise PipelineError(
                     f"{archive}: {declared} bytes extracted is over the {max_total_bytes}-byte limit"
                 )
             count = 0
-            for info in infos:
-                rel = _member_path(info, archive)
-                if info.is_dir() or not rel.parts:
-                    continue
+            for info, rel in chosen:
                 if info.file_size > max_member_bytes:
                     raise PipelineError(
                         f"{archive}: member {info.filename!r} ({info.file_size} bytes) is over the "
@@ -250,3 +264,59 @@ def fetch_bccd(
         shutil.copyfile(dl / labels.file, tree / "labels.csv")
         verify_tree(tree, manifest, manifest_path)
     return {"files": n_files + 1, "source": "mirror" if mirror is not None else "download"}
+
+
+def mirror_for(folder: str) -> Path | None:
+    """The mirror of one source, `$WBC_MIRRORS/<folder>`; None when WBC_MIRRORS is unset (download)."""
+    root = os.environ.get(MIRRORS_ENV)
+    if not root:
+        return None
+    path = Path(root) / folder
+    if not path.is_dir():
+        raise PipelineError(f"{MIRRORS_ENV}={root}: no {folder}/ there (the mirror of this source)")
+    return path
+
+
+def fetch_files(
+    dest: Path,
+    *,
+    archive: Source,
+    folder: str,
+    manifest_path: Path,
+    mirror: Path | None,
+    timeout_s: float,
+    retries: int,
+    max_download_bytes: int,
+    max_extracted_bytes: int,
+    backoff_s: float = 1.0,
+) -> dict:
+    """Put exactly the manifest's files in `dest`, verified: from `folder` inside the upstream
+    archive, or from a mirror folder holding (at least) those files at the manifest's paths."""
+    manifest = read_manifest(manifest_path)
+    with (
+        atomic_dir(dest) as tree,
+        tempfile.TemporaryDirectory(prefix=f".{dest.name}-download-", dir=dest.parent) as scratch,
+    ):
+        if mirror is not None:
+            for rel in manifest:
+                found = Path(mirror) / rel
+                if not found.is_file():
+                    raise PipelineError(f"{found}: listed in {manifest_path} but not in the mirror {mirror}")
+                (tree / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(found, tree / rel)
+        else:
+            target = Path(scratch) / archive.file
+            download(archive.url, target, timeout_s=timeout_s, retries=retries,
+                     max_bytes=max_download_bytes, backoff_s=backoff_s)  # fmt: skip
+            prefix = PurePosixPath(folder) if folder else PurePosixPath()
+
+            def select(rel: PurePosixPath) -> PurePosixPath | None:
+                if not rel.is_relative_to(prefix):
+                    return None
+                inside = rel.relative_to(prefix)
+                return inside if inside.as_posix() in manifest else None
+
+            safe_extract_zip(target, tree, max_member_bytes=max_extracted_bytes,
+                             max_total_bytes=max_extracted_bytes, select=select)  # fmt: skip
+        verify_tree(tree, manifest, manifest_path)
+    return {"files": len(manifest), "source": "mirror" if mirror is not None else "download"}

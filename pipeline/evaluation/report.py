@@ -2,6 +2,7 @@
 on test, and the test split's plots (confusion matrix, predictions, misclassified crops)."""
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -89,3 +90,16 @@ def write_plots(arrays: Mapping[str, np.ndarray], probs: np.ndarray, out: Head, 
     )  # fmt: skip
     atomic_write_bytes(paths.MISCLASSIFIED_PNG, gallery)
     return [paths.CONFUSION_PNG, paths.MISCLASSIFIED_PNG, paths.PREDICTIONS]
+
+
+def write_confusion(rows: pd.DataFrame, csv: Path, png: Path, title: str) -> list:
+    """(actual, predicted) rows as a DVC confusion plot and a PNG of counts and shares; the labels
+    are those in the rows (classes, and a mark such as "no cell found")."""
+    labels = list(dict.fromkeys([*rows["actual"], *sorted(set(rows["predicted"]) - set(rows["actual"]))]))
+    index = {label: i for i, label in enumerate(labels)}
+    matrix = np.zeros((len(labels), len(labels)), int)
+    for a, p in zip(rows["actual"], rows["predicted"], strict=True):
+        matrix[index[a], index[p]] += 1
+    atomic_write_bytes(csv, rows.to_csv(index=False).encode())
+    atomic_write_bytes(png, confusion_png(matrix.tolist(), labels, title))
+    return [csv, png]

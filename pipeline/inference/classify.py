@@ -25,6 +25,7 @@ from pipeline.inference.tta import predict
 # is scaled for fields of other sizes (the Kaggle sets' 320x240 copies, say).
 REFERENCE_WIDTH = 640
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+MIN_SIDE = 32  # an image narrower or shorter than this holds no classifiable cell
 CHUNK = 64  # fields classified together by `classify_files`: one model call per TTA view
 
 
@@ -126,7 +127,9 @@ def predict_images(
     size = model.input_shape[1:3]
     found, batches = [], []
     for _, img, given in images:
-        if given is not None:
+        if min(img.size) < MIN_SIDE:
+            cells = []
+        elif given is not None:
             cells = [(tuple(b), None) for b in given]
         else:
             cells = [(d.box, d.score) for d in find_wbcs(np.asarray(img), params.localize)]
@@ -134,9 +137,10 @@ def predict_images(
         batches.append(crops(img, [b for b, _ in cells], params.crop, size))
     labelled = iter(classify(model, np.concatenate(batches), out, params.evaluate.tta))
     results = []
-    for (name, _, given), cells in zip(images, found, strict=True):
+    for (name, img, given), cells in zip(images, found, strict=True):
         if not cells:
             why = "no box in the VOC file" if given is not None else "no white cell found"
+            why = f"image smaller than {MIN_SIDE} px" if min(img.size) < MIN_SIDE else why
             results.append(ImageResult(name, note=why))
             continue
         results.append(ImageResult(name, [Cell(box, *next(labelled), score) for box, score in cells]))

@@ -58,12 +58,16 @@ def nuclei(rgb: np.ndarray, p: LocalizeParams) -> list[tuple[XYXY, float]]:
     # A neutrophil's lobes can lie apart: group blobs through a dilated mask, but measure only stain.
     groups, n = ndimage.label(dilate(mask, p.merge_distance * w / 2))
     groups[~mask] = 0
-    areas = ndimage.sum_labels(mask, groups, np.arange(1, n + 1))
+    labels = np.arange(1, n + 1)
+    areas = ndimage.sum_labels(mask, groups, labels)
+    # A nucleus has chromatin: a flat patch of stain colour (a uniform purple square) is not a cell.
+    with np.errstate(invalid="ignore", divide="ignore"):  # a group with no stain left: NaN, dropped
+        texture = ndimage.standard_deviation(rgb.mean(axis=2), groups, labels)
     least = max(p.min_nucleus_fraction * h * w, p.min_relative_area * areas.max())
     return [
         ((xs.start, ys.start, xs.stop, ys.stop), float(area))
-        for area, (ys, xs) in zip(areas, ndimage.find_objects(groups, n), strict=True)
-        if area >= least
+        for area, spread, (ys, xs) in zip(areas, texture, ndimage.find_objects(groups, n), strict=True)
+        if area >= least and spread >= p.min_texture
     ]
 
 

@@ -68,6 +68,7 @@ def register_run_model(run_file: Path, promote: bool) -> dict | None:
         return None
     entry = register(model_uri, promote=promote)
     mlflow.set_tags({"registry.version": entry["version"], "registry.champion": str(promote).lower()})
+    print(f"registry: {entry['name']} version {entry['version']}" + (", the champion" if promote else ""))
     return entry
 
 

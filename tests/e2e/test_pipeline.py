@@ -11,7 +11,7 @@ import yaml
 
 from pipeline.data.resize import load_npz
 from pipeline.data.split import check_disjoint
-from tests.helpers import MIRROR, copy_repo, run, stages_run
+from tests.helpers import MIRROR, MIRRORS, copy_repo, run, stages_run
 
 pytestmark = [
     pytest.mark.e2e,
@@ -24,7 +24,7 @@ def project(tmp_path_factory) -> tuple[Path, dict]:
     """A fresh git copy of this repository (tracked and new files, no data) with an environment."""
     root = tmp_path_factory.mktemp("project")
     copy_repo(root)
-    env = {**os.environ, "WBC_DATA_MIRROR": str(MIRROR)}
+    env = {**os.environ, "WBC_MIRRORS": str(MIRRORS)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.pop("MLFLOW_TRACKING_URI", None)  # exercise the default store in the repo root
     return root, env

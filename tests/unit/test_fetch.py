@@ -11,12 +11,14 @@ from pipeline.data.fetch import (
     Source,
     download,
     fetch_bccd,
+    fetch_files,
     format_manifest,
     manifest_of,
+    mirror_for,
     read_manifest,
     safe_extract_zip,
 )
-from tests.helpers import MIRROR, REPO, serve
+from tests.helpers import MIRROR, MIRRORS, REPO, serve
 
 ARCHIVE = "BCCD_Dataset-d272fb14cdff6e473fafeeeba32aba5f560e9e43.zip"
 MANIFEST = REPO / paths.BCCD_MANIFEST
@@ -182,3 +184,74 @@ def test_member_larger_than_its_declared_size_is_refused(tmp_path):
     assert str(archive) in str(err.value)
     out = tmp_path / "out" / "bomb.bin"
     assert not out.exists() or out.stat().st_size <= 100
+
+
+# Evaluation sets: only the manifest's files of one archive folder, or of a mirror folder.
+
+PBC_MIRROR = MIRRORS / "pbc-dev"
+
+
+def fetch_set(dest: Path, manifest: Path, *, mirror: Path | None = None, url: str = "http://127.0.0.1:9/a.zip",
+              folder: str = "wbc", retries: int = 1) -> dict:  # fmt: skip
+    return fetch_files(
+        dest, archive=Source(url, "a.zip"), folder=folder, manifest_path=manifest, mirror=mirror,
+        timeout_s=2.0, retries=retries, max_download_bytes=50 << 20, max_extracted_bytes=50 << 20,
+        backoff_s=0.01,
+    )  # fmt: skip
+
+
+@pytest.mark.skipif(not PBC_MIRROR.is_dir(), reason="the PBC mirror is not beside the repo")
+def test_an_evaluation_set_comes_from_a_mirror_holding_only_its_files(tmp_path):
+    manifest = REPO / paths.PBC_MANIFEST
+    assert fetch_set(tmp_path / "pbc", manifest, mirror=PBC_MIRROR) == {"files": 600, "source": "mirror"}
+    assert manifest_of(tmp_path / "pbc") == read_manifest(manifest)  # the mirror's README is not copied
+
+
+def small_set(tmp_path: Path) -> tuple[Path, Path]:
+    """A mirror of two listed files (and one unlisted), and its manifest."""
+    mirror = tmp_path / "mirror"
+    for rel, data in (("neutrophil/a.jpg", b"a"), ("monocyte/b.jpg", b"b")):
+        (mirror / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mirror / rel).write_bytes(data)
+    manifest = tmp_path / "set.sha256"
+    manifest.write_text(format_manifest(manifest_of(mirror)))
+    (mirror / "README.md").write_text("not listed")
+    return mirror, manifest
+
+
+def test_a_mirror_missing_or_altering_a_listed_file_is_refused_naming_it(tmp_path):
+    mirror, manifest = small_set(tmp_path)
+    dest = tmp_path / "out"
+    (mirror / "monocyte/b.jpg").write_bytes(b"changed")
+    with pytest.raises(PipelineError, match=r"checksum mismatch: monocyte/b\.jpg"):
+        fetch_set(dest, manifest, mirror=mirror)
+    (mirror / "monocyte/b.jpg").unlink()
+    with pytest.raises(PipelineError, match=r"b\.jpg: listed in .*set\.sha256 but not in the mirror"):
+        fetch_set(dest, manifest, mirror=mirror)
+    assert not dest.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["mirror", "set.sha256"]
+
+
+def test_an_evaluation_set_is_cut_from_its_folder_of_the_upstream_archive(tmp_path):
+    _, manifest = small_set(tmp_path)
+    site = tmp_path / "site"
+    site.mkdir()
+    make_zip(site / "a.zip", {
+        "repo-abc/wbc/neutrophil/a.jpg": b"a", "repo-abc/wbc/monocyte/b.jpg": b"b",
+        "repo-abc/wbc/monocyte/unlisted.jpg": b"u", "repo-abc/other/neutrophil/a.jpg": b"a",
+    })  # fmt: skip
+    with serve(site) as (url, _):
+        report = fetch_set(tmp_path / "out", manifest, url=f"{url}/a.zip")
+    assert report == {"files": 2, "source": "download"}
+    assert manifest_of(tmp_path / "out") == read_manifest(manifest)
+
+
+def test_offline_the_error_says_how_to_use_the_mirrors(tmp_path, monkeypatch):
+    _, manifest = small_set(tmp_path)
+    with pytest.raises(PipelineError, match=r"download failed .* Offline\? Set WBC_MIRRORS to a folder"):
+        fetch_set(tmp_path / "out", manifest, retries=0)
+    monkeypatch.setenv("WBC_MIRRORS", str(tmp_path))
+    assert mirror_for("mirror") == tmp_path / "mirror"
+    with pytest.raises(PipelineError, match=r"WBC_MIRRORS=.*: no pbc-dev/ there"):
+        mirror_for("pbc-dev")
+    monkeypatch.delenv("WBC_MIRRORS")
+    assert mirror_for("pbc-dev") is None

@@ -98,3 +98,14 @@ def test_real_bccd_photo(bccd, number: int, shrink: int):
     img = img.resize((img.width // shrink, img.height // shrink))
     truth = (wbc.xmin / shrink, wbc.ymin / shrink, wbc.xmax / shrink, wbc.ymax / shrink)
     assert_found(find_wbcs(np.asarray(img), LOCALIZE), [truth])
+
+
+def test_flat_stain_colour_is_not_a_cell():
+    """A uniform purple square has the stain's colour but no chromatin: alone, or in a field."""
+    square = np.zeros((20, 20, 3), np.uint8)
+    square[:] = (120, 60, 170)
+    assert find_wbcs(square, LOCALIZE) == []
+    img = field([], platelets=False)
+    img[60:140, 60:140] = (120, 60, 170)
+    assert find_wbcs(img, LOCALIZE) == []
+    assert len(find_wbcs(field([ROUND]), LOCALIZE)) == 1  # a real nucleus still is

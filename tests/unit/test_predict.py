@@ -124,3 +124,12 @@ def test_predict_command_with_voc_boxes_writes_csv(bccd, model_file):
     assert header.startswith("image,cell,xmin,ymin,xmax,ymax,score,label,p_neutrophil")
     (truth,) = parse_voc(bccd / "Annotations/BloodImage_00001.xml").boxes("WBC")
     assert row.split(",")[2:7] == [str(truth.xmin), str(truth.ymin), str(truth.xmax), str(truth.ymax), ""]
+
+
+def test_an_image_too_small_to_hold_a_cell_is_a_counted_no_cell(model_file):
+    import keras
+
+    model = keras.saving.load_model(model_file)
+    tiny = Image.fromarray(field([ROUND])).resize((24, 18))
+    [result] = predict_images([("t", tiny, None)], model, PARAMS, model_head(model, NAMES))
+    assert result.cells == [] and result.note == "image smaller than 32 px"

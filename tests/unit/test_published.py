@@ -13,16 +13,8 @@ from pipeline.core import paths
 from pipeline.core.classes import head
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import load_params
-from pipeline.evaluation.published import (
-    ENV,
-    SETS,
-    check_unseen,
-    dataset2_dir,
-    fields,
-    predictions,
-    report,
-    score_published,
-)
+from pipeline.evaluation.metrics import image_report, predictions
+from pipeline.evaluation.published import SETS, check_unseen, fields, score_published
 from tests.helpers import REPO, SHARED, TYPES
 
 
@@ -47,7 +39,7 @@ def test_every_test_field_maps_to_the_source_of_its_simple_field(tmp_path):
          "EOSINOPHIL/_0_13.jpeg": "BloodImage_00003.jpg"},
         ["MONOCYTE/_0_901.jpeg", "MONOCYTE/_1_902.jpeg", "MONOCYTE/_0_903.jpeg", "EOSINOPHIL/_0_904.jpeg"],
     )  # fmt: skip
-    table = fields(root)
+    table = fields(root, root / "test_sources.csv")
     test = table[table["set"] == "TEST"]
     test = test.set_index(test["path"].map(lambda p: p.name))
     assert test.loc["_0_901.jpeg", "source_image"] == "BloodImage_00001.jpg"
@@ -56,22 +48,15 @@ def test_every_test_field_maps_to_the_source_of_its_simple_field(tmp_path):
     assert set(table["class"]) == {"monocyte", "eosinophil"}
     (root / "images/TEST/MONOCYTE/_7_999.jpeg").write_bytes(b"")
     with pytest.raises(PipelineError, match=r"_7_999\.jpeg: its source is not in"):
-        fields(root)
+        fields(root, root / "test_sources.csv")
 
 
 @pytest.mark.skipif(not (SHARED / "datasets/dataset2-master").is_dir(), reason="dataset2 not beside the repo")
 def test_the_real_sets_have_69_sources_and_their_documented_sizes():
-    table = fields(SHARED / "datasets/dataset2-master")
+    real = SHARED / "datasets/dataset2-master"
+    table = fields(real, real / "test_sources.csv")
     assert table.groupby("set").size().to_dict() == {"TEST": 2487, "TEST_SIMPLE": 71}
     assert table.groupby("set")["source_image"].nunique().to_dict() == {"TEST": 69, "TEST_SIMPLE": 69}
-
-
-def test_env_var_must_name_a_complete_folder(tmp_path, monkeypatch):
-    monkeypatch.delenv(ENV, raising=False)
-    assert dataset2_dir() is None
-    monkeypatch.setenv(ENV, str(tmp_path))
-    with pytest.raises(PipelineError, match=f"{ENV}=.*no images/TEST there"):
-        dataset2_dir()
 
 
 def test_a_model_that_saw_a_test_source_is_refused():
@@ -85,7 +70,7 @@ def test_a_missed_cell_counts_as_wrong():
     truth = np.array([0, 0, 1, 2, 3, 3])
     pred = predictions(["neutrophil", "eosinophil", "eosinophil", "lymphocyte", "monocyte", None], classes)
     assert pred.tolist() == [0, 1, 1, 2, 3, 4]
-    out = report(truth, pred, np.array(list("aabcdd")), classes, resamples=20, confidence=0.95, seed=0)
+    out = image_report(truth, pred, np.array(list("aabcdd")), classes, resamples=20, confidence=0.95, seed=0)
     assert out["accuracy"] == pytest.approx(4 / 6)
     assert out["cells_found"] == pytest.approx(5 / 6)
     assert out["missed_per_class"] == {"neutrophil": 0, "eosinophil": 0, "lymphocyte": 0, "monocyte": 1}
@@ -133,7 +118,7 @@ def test_the_evaluate_stage_scores_real_fields_through_localiser_and_model(tmp_p
     for split, source in (("train", "BloodImage_00400.jpg"), ("val", "BloodImage_00401.jpg")):
         np.savez(paths.resized_split(split), source_image=np.array([source]))
     names = ["neutrophil", "eosinophil", "lymphocyte", "monocyte"]
-    out = score_published(always(2), params, head("type", names), root)
+    out = score_published(always(2), params, head("type", names), root, root / "test_sources.csv")
 
     simple, test = out["TEST_SIMPLE"], out["TEST"]
     assert simple["n_images"] == 8 and test["n_images"] == 9
@@ -146,7 +131,7 @@ def test_the_evaluate_stage_scores_real_fields_through_localiser_and_model(tmp_p
 
     np.savez(paths.resized_split("val"), source_image=picked["bccd_image"].to_numpy(str)[:1])
     with pytest.raises(PipelineError, match="trained on 1 of their source photos"):
-        score_published(always(2), params, head("type", names), root)
+        score_published(always(2), params, head("type", names), root, root / "test_sources.csv")
 
 
 @pytest.mark.parametrize("name", ["type", "nucleus"])
@@ -179,8 +164,9 @@ def test_each_field_is_scored_by_its_best_cell(tmp_path, monkeypatch, name):
     paths.RESIZED.mkdir(parents=True)
     for split in ("train", "val"):
         np.savez(paths.resized_split(split), source_image=np.array(["BloodImage_00400.jpg"]))
-    out = score_published(model, quick_params(), head(name, TYPES), root)["TEST_SIMPLE"]
+    sources = root / "test_sources.csv"
+    out = score_published(model, quick_params(), head(name, TYPES), root, sources)["TEST_SIMPLE"]
     assert out["accuracy"] == 1.0 and out["cells_found"] == 1.0
     boxes.reverse()  # the black cell first: the field is called the last class, wrongly
-    out = score_published(model, quick_params(), head(name, TYPES), root)["TEST_SIMPLE"]
+    out = score_published(model, quick_params(), head(name, TYPES), root, sources)["TEST_SIMPLE"]
     assert out["accuracy"] == 0.0 and out["confusion"][0][-1] == 1

@@ -69,7 +69,7 @@ def test_a_stage_against_a_dead_server_exits_with_the_uri_and_writes_nothing(tmp
         **os.environ,
         "PYTHONPATH": str(REPO),
         "MLFLOW_TRACKING_URI": uri,
-        "WBC_DATA_MIRROR": str(tmp_path),
+        "WBC_MIRRORS": str(tmp_path),
     }
     cmd = [sys.executable, "-m", "stages.fetch"]
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)

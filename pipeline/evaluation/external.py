@@ -1,0 +1,69 @@
+"""Cells from another lab (PBC: CellaVision DM96, May Grünwald-Giemsa, Barcelona), one folder of
+single-cell images per class, scored two ways: through the localiser, as `wbc predict` sees a photo
+(its best cell answers), and with the whole image as the cell, as a single-cell analyser hands it
+over. The default model never trains on these cells: this measures zero-shot transfer."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from pipeline.core.classes import Head
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import Params
+from pipeline.data.images import load_rgb
+from pipeline.evaluation.metrics import image_report, predictions
+from pipeline.inference.classify import IMAGE_SUFFIXES, classify_files
+
+MODES = ("localiser", "whole_image")
+NOT_FOUND = "no cell found"
+
+
+def labelled_images(root: Path, classes: Sequence[str]) -> pd.DataFrame:
+    """path and class of every image in `root/<class>/`; a folder or file that is not one of
+    `classes`' images is an error naming it."""
+    if not root.is_dir():
+        raise PipelineError(f"{root}: no such folder of labelled cells")
+    rows = []
+    for folder in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        if not folder.is_dir() or folder.name.lower() not in classes:
+            raise PipelineError(f"{folder}: not a class folder (expected one of {', '.join(classes)})")
+        files = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+        if not files:
+            raise PipelineError(f"{folder}: empty class folder")
+        for path in files:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                raise PipelineError(f"{path}: not an image file ({', '.join(IMAGE_SUFFIXES)})")
+            rows.append((path, folder.name.lower()))
+    if not rows:
+        raise PipelineError(f"{root}: no class folders")
+    return pd.DataFrame(rows, columns=["path", "class"])
+
+
+def score_external(model: keras.Model, params: Params, out: Head, root: Path, classes: Sequence[str],
+                   name: str) -> tuple[dict, dict[str, pd.DataFrame]]:  # fmt: skip
+    """The report of each mode (with bootstrap intervals over images: the set records no patient)
+    and each mode's (actual, predicted) rows for a confusion plot."""
+    table = labelled_images(root, classes)
+    files = list(table["path"])
+    truth = table["class"].map(out.index).to_numpy()
+    actual = [out.classes[i] for i in truth]
+    p = params.evaluate
+    reports, rows = {}, {}
+    for mode in MODES:
+        boxes = None if mode == "localiser" else {f: [(0, 0, *_size(f))] for f in files}
+        results = classify_files(files, model, params, out, boxes, strict=True, desc=f"{name} ({mode})")
+        labels = [r.cells[0].label if r.cells else None for r in results]  # the best cell
+        pred = predictions(labels, out.classes)
+        reports[mode] = image_report(
+            truth, pred, np.array([str(f) for f in files]), list(out.classes),
+            resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
+        )  # fmt: skip
+        rows[mode] = pd.DataFrame({"actual": actual, "predicted": [lb or NOT_FOUND for lb in labels]})
+    return reports, rows
+
+
+def _size(path: Path) -> tuple[int, int]:
+    return load_rgb(path).size

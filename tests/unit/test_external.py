@@ -1,0 +1,66 @@
+"""Another lab's cells (PBC): the labelled folders read strictly, and both scoring modes."""
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.core.classes import CLASSES, head
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import load_params
+from pipeline.evaluation.external import NOT_FOUND, labelled_images, score_external
+from tests.helpers import REPO, smear
+
+PARAMS = load_params(REPO / "params.yaml")
+
+
+def cells(root, per_class: int = 2):
+    for i, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for k in range(per_class):
+            smear(10 * i + k, (90, 90), [(20, 20, 70, 70)]).save(root / name / f"c{k}.jpg", quality=95)
+    return root
+
+
+def test_labelled_folders_are_read_and_bad_ones_named(tmp_path):
+    root = cells(tmp_path / "set")
+    table = labelled_images(root, CLASSES)
+    assert len(table) == 8 and table["class"].value_counts().to_dict() == dict.fromkeys(CLASSES, 2)
+    (root / "basophil").mkdir()
+    with pytest.raises(PipelineError, match=r"basophil: not a class folder"):
+        labelled_images(root, CLASSES)
+    (root / "basophil").rmdir()
+    (root / "monocyte" / "notes.txt").write_text("x")
+    with pytest.raises(PipelineError, match=r"notes\.txt: not an image file"):
+        labelled_images(root, CLASSES)
+    (root / "monocyte" / "notes.txt").unlink()
+    for f in (root / "lymphocyte").iterdir():
+        f.unlink()
+    with pytest.raises(PipelineError, match=r"lymphocyte: empty class folder"):
+        labelled_images(root, CLASSES)
+
+
+def constant(label: int, size: int = 32) -> keras.Model:
+    inputs = keras.Input((size, size, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
+    bias = keras.initializers.Constant(np.eye(4)[label] * 5)
+    dense = keras.layers.Dense(4, "softmax", kernel_initializer="zeros", bias_initializer=bias, name="type")
+    return keras.Model(inputs, {"type": dense(pooled)})
+
+
+def test_both_modes_score_every_cell_and_a_flat_image_is_no_cell(tmp_path):
+    root = cells(tmp_path / "set")
+    flat = np.zeros((90, 90, 3), np.uint8)
+    flat[:] = (120, 60, 170)  # a uniform purple square: stain colour, no chromatin
+    Image.fromarray(flat).save(root / "monocyte" / "flat.png")
+    evaluate = PARAMS.evaluate.model_copy(update={"bootstrap_resamples": 20})
+    quick = PARAMS.model_copy(update={"evaluate": evaluate})
+    reports, rows = score_external(constant(2), quick, head("type", CLASSES), root, CLASSES, "pbc")
+    whole, found = reports["whole_image"], reports["localiser"]
+    assert whole["n_images"] == found["n_images"] == 9
+    assert whole["cells_found"] == 1.0 and whole["accuracy"] == pytest.approx(2 / 9)  # the lymphocytes
+    assert found["cells_found"] == pytest.approx(8 / 9)  # the flat square is not a cell
+    assert found["missed_per_class"]["monocyte"] == 1 and found["accuracy"] == pytest.approx(2 / 9)
+    assert rows["localiser"]["predicted"].tolist().count(NOT_FOUND) == 1
+    assert set(rows["whole_image"]["predicted"]) == {"lymphocyte"}
+    assert len(whole["accuracy_ci"]) == 2
