@@ -85,6 +85,8 @@ class AugmentParams(_Section):
     contrast: float = Field(ge=0, lt=1)
     saturation: float = Field(ge=0, lt=1)
     hue: float = Field(ge=0, le=0.5)
+    stain_scale: float = Field(ge=0, lt=1, description="HED optical densities scaled by 1 ± this")
+    stain_shift: float = Field(ge=0, le=0.2, description="HED optical densities shifted by ± this")
 
 
 class ResizeParams(_Section):

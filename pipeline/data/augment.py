@@ -15,10 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageEnhance
+from skimage.color import rgb2hed, rgb_from_hed
 
 from pipeline.core import paths
 from pipeline.core.params import AugmentParams
 from pipeline.data.images import load_rgb, save_png
+
+
+SKIMAGE_LOG_ADJUST = -np.log(1e-6)  # scikit-image's stain densities are natural-log density / this
 
 
 @dataclass(frozen=True)
@@ -78,9 +82,10 @@ def _affine(img: Image.Image, angle_deg: float, shear_deg: float, zoom: float) -
 
 
 def augment_image(img: Image.Image, rng: np.random.Generator, p: AugmentParams) -> Image.Image:
-    """One random variant of a crop: flips, 90° turns, small affine, colour jitter."""
-    # Draw every random number up front, in a fixed order, whatever the params switch off.
-    u = rng.random(10)
+    """One random variant of a crop: flips, 90° turns, small affine, colour and stain jitter."""
+    # Draw every random number up front, in a fixed order, whatever the params switch off (the
+    # stain draws come last, so adding them left the first ten, and every earlier output, unchanged).
+    u = rng.random(16)
     out = img
     if p.flip and u[0] < 0.5:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
@@ -110,7 +115,21 @@ def augment_image(img: Image.Image, rng: np.random.Generator, p: AugmentParams) 
         shift = round((2 * u[9] - 1) * p.hue * 255)
         hsv[..., 0] = (hsv[..., 0].astype(np.int16) + shift) % 256
         out = Image.fromarray(hsv, "HSV").convert("RGB")
+    if p.stain_scale or p.stain_shift:
+        out = stain_jitter(out, (2 * u[10:13] - 1) * p.stain_scale, (2 * u[13:16] - 1) * p.stain_shift)
     return out
+
+
+def stain_jitter(img: Image.Image, scale: np.ndarray, shift: np.ndarray) -> Image.Image:
+    """Another lab's stain: the haematoxylin, eosin and DAB densities of each pixel (scikit-image's
+    colour deconvolution) scaled by 1 + scale[i] and shifted by shift[i] (Tellez et al.'s HED
+    jitter). Unlike a hue rotation it keeps eosin (granules) apart from haematoxylin (nuclei). Only
+    the change is converted back to RGB (Beer-Lambert: a density adds, so the light multiplies):
+    a full round trip would clip the colours outside the three stains' gamut."""
+    rgb = np.asarray(img, np.float64)
+    hed = rgb2hed(rgb.astype(np.uint8))
+    density = (hed * scale + shift) @ rgb_from_hed * SKIMAGE_LOG_ADJUST  # natural-log optical density
+    return Image.fromarray(np.clip(rgb * np.exp(-density), 0, 255).round().astype(np.uint8))
 
 
 def sample_table(split: pd.DataFrame, p: AugmentParams) -> tuple[pd.DataFrame, list[Copy]]:

@@ -3,7 +3,15 @@ import pandas as pd
 import pytest
 
 from pipeline.core.params import load_params
-from pipeline.data.augment import augment_image, make_copy, plan_balance, rng_for, sample_table
+from pipeline.data.augment import (
+    Copy,
+    augment_image,
+    make_copy,
+    plan_balance,
+    rng_for,
+    sample_table,
+    stain_jitter,
+)
 from pipeline.data.images import png_bytes
 from tests.helpers import REPO, smear
 
@@ -91,3 +99,18 @@ def test_rot90_only_turns_the_image(turns):
         out = augment_image(CROP, rng_for(i, "k"), only)
         seen.update(k for k in range(4) if np.array_equal(np.asarray(out), np.rot90(np.asarray(CROP), k)))
     assert turns in seen
+
+
+def test_stain_jitter_changes_the_stain_not_the_cell_and_is_seeded():
+    crop = smear(3, (64, 64), [(12, 12, 52, 52)])
+    same = np.asarray(stain_jitter(crop, np.zeros(3), np.zeros(3))).astype(int)
+    assert np.abs(same - np.asarray(crop).astype(int)).max() == 0  # no jitter: the crop itself
+    p = load_params(REPO / "params.yaml").augment.model_copy(update={"stain_scale": 0.3, "stain_shift": 0.02})
+    a, b = make_copy(crop, Copy("c1", 1), p), make_copy(crop, Copy("c1", 1), p)
+    assert png_bytes(a) == png_bytes(b)
+    plain = make_copy(crop, Copy("c1", 1), p.model_copy(update={"stain_scale": 0.0, "stain_shift": 0.0}))
+    assert png_bytes(a) != png_bytes(plain)
+    # Same geometry: the stained pixels (nucleus darker than background) stay where they were.
+    dark_a = np.asarray(a.convert("L")) < np.median(np.asarray(a.convert("L")))
+    dark_plain = np.asarray(plain.convert("L")) < np.median(np.asarray(plain.convert("L")))
+    assert (dark_a == dark_plain).mean() > 0.9
