@@ -21,7 +21,6 @@ from pipeline.core import paths
 from pipeline.core.params import AugmentParams
 from pipeline.data.images import load_rgb, save_png
 
-
 SKIMAGE_LOG_ADJUST = -np.log(1e-6)  # scikit-image's stain densities are natural-log density / this
 
 

@@ -39,7 +39,7 @@ def runs(project) -> dict:
 def test_repro_runs_every_stage_and_exp_run_only_train_and_evaluate(runs):
     ran = stages_run(runs["repro"])
     assert sorted(ran) == sorted(
-        ["fetch", "crop", "split", "augment", "resize", "localize", "train", "evaluate"]
+        ["fetch", "fetch_external", "crop", "split", "augment", "resize", "localize", "train", "evaluate"]
     )
     assert ran.index("fetch") < ran.index("localize") and ran.index("resize") < ran.index("train")
     assert stages_run(runs["exp"]) == ["train", "evaluate"]
@@ -104,6 +104,27 @@ def test_metrics_and_plots_are_visible_to_dvc(project, runs):
     assert {"plots/history.csv", "Confusion matrix (test)", "Confusion matrix, normalised (test)"} <= names
     assert {"plots/confusion.png", "plots/misclassified.png"} <= names
     assert (root / "plots/confusion.png").stat().st_size > 1000
+    assert {"PBC, another lab (through the localiser)", "PBC, another lab (whole image as the cell)"} <= names
+    assert {"plots/external/pbc_localiser.png", "plots/external/pbc_whole_image.png"} <= names
+
+
+def test_every_evaluation_set_is_scored_from_tracked_inputs(project, runs):
+    """The published sets and another lab's cells come from fetch_external (DVC-tracked), so every
+    metric is there without any environment variable."""
+    root, _ = project
+    report = json.loads((root / "metrics/evaluate.json").read_text())
+    assert (
+        report["published"]["TEST_SIMPLE"]["n_images"] == 8 and report["published"]["TEST"]["n_images"] == 8
+    )
+    for mode in ("localiser", "whole_image"):
+        pbc = report["external"]["pbc"][mode]
+        assert pbc["n_images"] == 12 and set(pbc["per_class"]) == {
+            "neutrophil",
+            "eosinophil",
+            "lymphocyte",
+            "monocyte",
+        }
+        assert len(pbc["accuracy_ci"]) == 2 and 0 <= pbc["cells_found"] <= 1
 
 
 def test_gate_runs_against_the_committed_baseline(project, runs):
@@ -165,6 +186,7 @@ def test_the_champion_served_over_http_answers_like_the_model(project, runs):
     [
         ("pipeline/inference/tta.py", {"evaluate"}),  # inference apart from training
         ("pipeline/model/zoo.py", {"train"}),
+        ("pipeline/data/fetch.py", {"fetch", "fetch_external"}),
         ("pipeline/core/classes.py", {"crop", "resize", "train", "evaluate"}),
         ("pipeline/tracking/runs.py", set()),  # plumbing: what a run records, not what it computes
     ],
