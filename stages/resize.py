@@ -7,7 +7,7 @@ from pipeline.core.atomic import atomic_dir
 from pipeline.core.classes import class_names
 from pipeline.core.params import Params
 from pipeline.data.images import load_rgb
-from pipeline.data.resize import save_npz, split_arrays
+from pipeline.data.resize import colour_mode, save_npz, split_arrays
 from pipeline.stage import run_stage
 
 
@@ -18,7 +18,8 @@ def main(params: Params) -> dict:
     report = {"height": p.height, "width": p.width}
     with atomic_dir(paths.RESIZED) as out:
         for split in paths.SPLITS:
-            arrays = split_arrays(samples[samples["split"] == split], classes, load_rgb, p.height, p.width)
+            rows = samples[samples["split"] == split]
+            arrays = split_arrays(rows, classes, load_rgb, p.height, p.width, colour_mode(p))
             save_npz(out / paths.resized_split(split).name, arrays)
             report[split] = {
                 **{c: int((arrays["y"] == i).sum()) for i, c in enumerate(classes)},

@@ -92,6 +92,8 @@ class AugmentParams(_Section):
 class ResizeParams(_Section):
     height: int = Field(ge=8, le=1024)
     width: int = Field(ge=8, le=1024)
+    colour: Literal["rgb", "stain_norm", "gray"] = Field(description="what every crop's colour becomes")
+    stain_reference: list[float] = Field(min_length=4, max_length=4, description="H p50, H p99, E p50, E p99")
 
 
 MODELS = ("varra", "fischbach", "lenet", "depthwise", "cnn_bilstm", "mobilenetv2", "efficientnetb0")

@@ -15,13 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageEnhance
-from skimage.color import rgb2hed, rgb_from_hed
 
 from pipeline.core import paths
 from pipeline.core.params import AugmentParams
+from pipeline.data import stain
 from pipeline.data.images import load_rgb, save_png
-
-SKIMAGE_LOG_ADJUST = -np.log(1e-6)  # scikit-image's stain densities are natural-log density / this
 
 
 @dataclass(frozen=True)
@@ -115,20 +113,9 @@ def augment_image(img: Image.Image, rng: np.random.Generator, p: AugmentParams) 
         hsv[..., 0] = (hsv[..., 0].astype(np.int16) + shift) % 256
         out = Image.fromarray(hsv, "HSV").convert("RGB")
     if p.stain_scale or p.stain_shift:
-        out = stain_jitter(out, (2 * u[10:13] - 1) * p.stain_scale, (2 * u[13:16] - 1) * p.stain_shift)
+        scale, shift = (2 * u[10:13] - 1) * p.stain_scale, (2 * u[13:16] - 1) * p.stain_shift
+        out = Image.fromarray(stain.jitter(np.asarray(out), scale, shift))
     return out
-
-
-def stain_jitter(img: Image.Image, scale: np.ndarray, shift: np.ndarray) -> Image.Image:
-    """Another lab's stain: the haematoxylin, eosin and DAB densities of each pixel (scikit-image's
-    colour deconvolution) scaled by 1 + scale[i] and shifted by shift[i] (Tellez et al.'s HED
-    jitter). Unlike a hue rotation it keeps eosin (granules) apart from haematoxylin (nuclei). Only
-    the change is converted back to RGB (Beer-Lambert: a density adds, so the light multiplies):
-    a full round trip would clip the colours outside the three stains' gamut."""
-    rgb = np.asarray(img, np.float64)
-    hed = rgb2hed(rgb.astype(np.uint8))
-    density = (hed * scale + shift) @ rgb_from_hed * SKIMAGE_LOG_ADJUST  # natural-log optical density
-    return Image.fromarray(np.clip(rgb * np.exp(-density), 0, 255).round().astype(np.uint8))
 
 
 def sample_table(split: pd.DataFrame, p: AugmentParams) -> tuple[pd.DataFrame, list[Copy]]:

@@ -14,12 +14,29 @@ from PIL import Image
 
 from pipeline.core.classes import NUCLEUS_GROUPS, head
 from pipeline.core.errors import PipelineError
+from pipeline.core.params import ResizeParams
+from pipeline.data import stain
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+Colour = tuple[float, float, float, float] | str | None
 
 
-def resize_image(img: Image.Image, height: int, width: int) -> np.ndarray:
+def resize_image(img: Image.Image, height: int, width: int, colour: Colour = None) -> np.ndarray:
+    """A crop as the model sees it: at `height` x `width`, and in the reference stain (a 4-tuple)
+    or grey (the string "gray") when asked. One function serves the resize stage and inference, so
+    training and prediction agree."""
+    if colour == "gray":
+        img = img.convert("L").convert("RGB")
+    elif colour is not None:
+        img = Image.fromarray(stain.normalise(np.asarray(img), colour))
     return np.asarray(img.resize((width, height), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def colour_mode(p: ResizeParams) -> Colour:
+    """How `resize_image` treats colour under the params: as is, grey, or normalised to the stain."""
+    if p.colour == "gray":
+        return "gray"
+    return tuple(p.stain_reference) if p.colour == "stain_norm" else None
 
 
 def split_arrays(
@@ -28,6 +45,7 @@ def split_arrays(
     load: Callable[[str], Image.Image],
     height: int,
     width: int,
+    colour: Colour = None,
 ) -> dict[str, np.ndarray]:
     """The arrays of one split: images (N, H, W, 3) uint8, labels, nucleus labels and ids.
 
@@ -40,7 +58,7 @@ def split_arrays(
     nucleus = head("nucleus", classes)
     x = np.zeros((len(samples), height, width, 3), np.uint8)
     for i, path in enumerate(samples["path"]):
-        x[i] = resize_image(load(path), height, width)
+        x[i] = resize_image(load(path), height, width, colour)
     return {
         "x": x,
         "y": np.array([classes.index(c) for c in samples["label"]], np.int64),

@@ -13,10 +13,10 @@ from tqdm import tqdm
 
 from pipeline.core.classes import Head, head
 from pipeline.core.errors import PipelineError
-from pipeline.core.params import CropParams, Params
+from pipeline.core.params import Params
 from pipeline.data.crop import crop_window
 from pipeline.data.images import load_rgb
-from pipeline.data.resize import resize_image
+from pipeline.data.resize import colour_mode, resize_image
 from pipeline.data.voc import Box
 from pipeline.inference.localize import find_wbcs
 from pipeline.inference.tta import predict
@@ -67,13 +67,15 @@ def model_head(model: keras.Model, classes: Sequence[str]) -> Head:
     return head("nucleus", classes)
 
 
-def crops(img: Image.Image, boxes: Sequence[tuple], crop: CropParams, size: tuple[int, int]) -> np.ndarray:
-    """(n, h, w, 3) uint8: each box cut with the crop stage's window, resized like the resize stage."""
+def crops(img: Image.Image, boxes: Sequence[tuple], params: Params, size: tuple[int, int]) -> np.ndarray:
+    """(n, h, w, 3) uint8: each box cut with the crop stage's window, resized (and stain-normalised)
+    like the resize stage."""
+    crop, colour = params.crop, colour_mode(params.resize)
     padding = round(crop.padding * img.width / REFERENCE_WIDTH)
     out = np.empty((len(boxes), *size, 3), np.uint8)
     for i, box in enumerate(boxes):
         w = crop_window(Box(*box), img.width, img.height, padding, crop.square)
-        out[i] = resize_image(img.crop((w.xmin, w.ymin, w.xmax, w.ymax)), *size)
+        out[i] = resize_image(img.crop((w.xmin, w.ymin, w.xmax, w.ymax)), *size, colour)
     return out
 
 
@@ -134,7 +136,7 @@ def predict_images(
         else:
             cells = [(d.box, d.score) for d in find_wbcs(np.asarray(img), params.localize)]
         found.append(cells)
-        batches.append(crops(img, [b for b, _ in cells], params.crop, size))
+        batches.append(crops(img, [b for b, _ in cells], params, size))
     labelled = iter(classify(model, np.concatenate(batches), out, params.evaluate.tta))
     results = []
     for (name, img, given), cells in zip(images, found, strict=True):

@@ -3,6 +3,7 @@ import pandas as pd
 import pytest
 
 from pipeline.core.params import load_params
+from pipeline.data import stain
 from pipeline.data.augment import (
     Copy,
     augment_image,
@@ -10,7 +11,6 @@ from pipeline.data.augment import (
     plan_balance,
     rng_for,
     sample_table,
-    stain_jitter,
 )
 from pipeline.data.images import png_bytes
 from tests.helpers import REPO, smear
@@ -103,7 +103,7 @@ def test_rot90_only_turns_the_image(turns):
 
 def test_stain_jitter_changes_the_stain_not_the_cell_and_is_seeded():
     crop = smear(3, (64, 64), [(12, 12, 52, 52)])
-    same = np.asarray(stain_jitter(crop, np.zeros(3), np.zeros(3))).astype(int)
+    same = stain.jitter(np.asarray(crop), np.zeros(3), np.zeros(3)).astype(int)
     assert np.abs(same - np.asarray(crop).astype(int)).max() == 0  # no jitter: the crop itself
     p = load_params(REPO / "params.yaml").augment.model_copy(update={"stain_scale": 0.3, "stain_shift": 0.02})
     a, b = make_copy(crop, Copy("c1", 1), p), make_copy(crop, Copy("c1", 1), p)

@@ -41,14 +41,14 @@ def test_differential_counts_and_percentages():
 def test_crops_scale_the_padding_with_the_field():
     img = Image.fromarray(np.zeros((480, 640, 3), np.uint8))
     box = (300, 200, 340, 240)
-    full = crops(img, [box], PARAMS.crop, (8, 8))
+    full = crops(img, [box], PARAMS, (8, 8))
     assert full.shape == (1, 8, 8, 3) and full.dtype == np.uint8
     # The same cell in a half-size field is cut with half the padding: the same window, halved.
     marked = np.zeros((480, 640, 3), np.uint8)
     marked[200:240, 300:340] = 255
     half = Image.fromarray(marked).resize((320, 240), Image.Resampling.NEAREST)
-    a = crops(Image.fromarray(marked), [box], PARAMS.crop, (16, 16))[0]
-    b = crops(half, [tuple(v // 2 for v in box)], PARAMS.crop, (16, 16))[0]
+    a = crops(Image.fromarray(marked), [box], PARAMS, (16, 16))[0]
+    b = crops(half, [tuple(v // 2 for v in box)], PARAMS, (16, 16))[0]
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 20
 
 

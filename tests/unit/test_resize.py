@@ -1,10 +1,11 @@
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from pipeline.core.classes import CLASSES
 from pipeline.core.errors import PipelineError
-from pipeline.data.resize import load_npz, save_npz, split_arrays
+from pipeline.data.resize import load_npz, resize_image, save_npz, split_arrays
 from tests.helpers import smear
 
 IMAGES = {f"p{i}.png": smear(i, (50 + i * 10, 40 + i * 5), [(10, 10, 40, 40)]) for i in range(3)}
@@ -47,3 +48,23 @@ def test_npz_is_byte_identical_and_loads_back(tmp_path):
     assert set(loaded) == set(arrays)
     for key, value in arrays.items():
         np.testing.assert_array_equal(loaded[key], value)
+
+
+def test_stain_normalisation_maps_another_stain_strength_onto_the_reference():
+    from pipeline.data import stain
+
+    crop = np.asarray(smear(5, (64, 64), [(12, 12, 52, 52)]))
+    hed = stain.densities(crop)
+    reference = tuple(float(np.percentile(hed[..., c], q)) for c in (0, 1) for q in (50, 99))
+    stronger = stain.add_density(crop, hed * np.array([0.8, 1.5, 0.0]))  # another lab: more H and E
+    assert np.abs(stronger.astype(int) - crop).max() > 20
+    back = stain.densities(stain.normalise(stronger, reference))
+    for c in (0, 1):
+        got = np.percentile(back[..., c], [50, 99])
+        np.testing.assert_allclose(got, reference[2 * c : 2 * c + 2], atol=0.004)
+    # off by default: the resize stage's arrays do not change
+    img = Image.fromarray(crop)
+    plain = np.asarray(img.resize((32, 32), Image.Resampling.LANCZOS))
+    assert np.array_equal(resize_image(img, 32, 32), plain)
+    grey = resize_image(img, 32, 32, "gray")
+    assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()

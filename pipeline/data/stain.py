@@ -1,0 +1,42 @@
+"""Stain in optical density: each pixel's haematoxylin, eosin and DAB densities (scikit-image's colour
+deconvolution, Ruifrok & Johnston), changed and put back by Beer-Lambert: a density change adds, so
+the light multiplies. Only the change goes back to RGB, so no change is the image itself (a full
+round trip would clip the colours outside the three stains' gamut)."""
+
+import numpy as np
+from skimage.color import rgb2hed, rgb_from_hed
+
+LOG_ADJUST = -np.log(1e-6)  # scikit-image's densities are natural-log optical density / this
+
+
+def densities(rgb: np.ndarray) -> np.ndarray:
+    """(h, w, 3) uint8 RGB -> (h, w, 3) haematoxylin, eosin, DAB densities."""
+    return rgb2hed(rgb)
+
+
+def add_density(rgb: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """`rgb` (uint8) with `change` (h, w, 3 or broadcastable) added to its H, E, DAB densities."""
+    density = change @ rgb_from_hed * LOG_ADJUST
+    return np.clip(rgb * np.exp(-density), 0, 255).round().astype(np.uint8)
+
+
+def jitter(rgb: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Another lab's stain (Tellez et al.'s HED jitter): each density x (1 + scale[i]) + shift[i].
+    Unlike a hue rotation it keeps eosin (granules) apart from haematoxylin (nuclei)."""
+    hed = densities(rgb)
+    return add_density(rgb, hed * scale + shift)
+
+
+def normalise(rgb: np.ndarray, reference: tuple[float, float, float, float]) -> np.ndarray:
+    """A crop in the reference lab's stain strength: its haematoxylin and eosin densities each mapped
+    linearly so that their median and 99th percentile land on the reference's (H p50, H p99, E p50,
+    E p99): the median is mostly background and cytoplasm, the 99th the darkest chromatin or
+    granules, both stable across crops of one lab."""
+    hed = densities(rgb)
+    change = np.zeros_like(hed)
+    for channel, (r50, r99) in enumerate((reference[:2], reference[2:])):
+        c = hed[..., channel]
+        p50, p99 = np.percentile(c, [50, 99])
+        gain = (r99 - r50) / max(p99 - p50, 1e-6)
+        change[..., channel] = r50 + (c - p50) * gain - c
+    return add_density(rgb, change)
