@@ -94,6 +94,20 @@ def predict(args: argparse.Namespace) -> int:
     return 1 if unreadable else 0
 
 
+def compare(args: argparse.Namespace) -> int:
+    """The paired difference of two models on the same test cells, and whether it is real."""
+    from pipeline.evaluation.compare import compare as paired
+    from pipeline.evaluation.compare import read_predictions
+
+    result = paired(read_predictions(args.a), read_predictions(args.b), resamples=args.resamples,
+                    confidence=args.confidence, seed=args.seed)  # fmt: skip
+    print(f"A {args.a}: accuracy {result.accuracy_a:.3f}   B {args.b}: accuracy {result.accuracy_b:.3f}")
+    print(f"{result.cells} cells from {result.sources} source photos; only A right on {result.only_a_right}, "
+          f"only B right on {result.only_b_right}")  # fmt: skip
+    print(result.verdict)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wbc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -112,6 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=("json", "csv"), default="json")
     p.add_argument("--params", default=str(paths.PARAMS), help="crop, localize and evaluate.tta settings")
     p.set_defaults(run=predict)
+    c = sub.add_parser(
+        "compare", help="paired comparison of two models' test predictions: interval, p, verdict"
+    )
+    for name in ("a", "b"):
+        c.add_argument(
+            name, help="predictions CSV, git revision, DVC experiment name, or runs:/<MLflow run id>"
+        )
+    c.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples of the source photos")
+    c.add_argument("--confidence", type=float, default=0.95)
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(run=compare)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
