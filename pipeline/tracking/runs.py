@@ -47,12 +47,22 @@ def stage_run(
         if resume:
             tags["model_run_id"] = resume
     run_id = before.info.run_id if before is not None else None
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment, run_name=None if run_id else stage) as run:
+    name = None if run_id else run_name(stage, params)
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment, run_name=name) as run:
         mlflow.set_tags(tags | {"run.host": socket.gethostname(), "run.pid": str(os.getpid())})
         mlflow.log_params(flat)
         if Path("dvc.lock").is_file():  # with the commit and params: enough to rebuild the run
             mlflow.log_artifact("dvc.lock")
         yield run
+
+
+def run_name(stage: str, params: Mapping) -> str:
+    """What the MLflow UI lists a run as: a model run by its experiment (or `repro`), model and task,
+    so runs can be told apart in the table; a data stage's run by its stage."""
+    train = params.get("train")
+    if stage != "train" or not isinstance(train, Mapping):
+        return stage
+    return f"{os.environ.get('DVC_EXP_NAME') or 'repro'}: {train.get('model')}/{train.get('task')}"
 
 
 def end_orphans(experiment_id: str) -> list[str]:
