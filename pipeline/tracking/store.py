@@ -15,6 +15,7 @@ from pipeline.core.errors import PipelineError
 
 EXPERIMENT = "wbc-pipeline"
 PROBE_TIMEOUT_S = 5.0
+KIND = {"mlflow.experimentKind": "custom_model_development"}  # the tag the MLflow 3 UI reads
 
 
 def repo_root(start: Path | None = None) -> Path:
@@ -64,7 +65,8 @@ def ensure_experiment(name: str) -> str:
     """The experiment's id, created if missing; safe when queued runs race to create it.
 
     With a local store (SQLite) the artifacts go to `<repo root>/mlruns` by absolute path, never
-    into the temporary copy a queued experiment runs in, whichever run creates the experiment.
+    into the temporary copy a queued experiment runs in, whichever run creates the experiment. It is
+    marked a model-training experiment, so the MLflow 3 UI opens on its runs, not on GenAI traces.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -76,7 +78,7 @@ def ensure_experiment(name: str) -> str:
     local = not mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks"))
     location = (repo_root() / "mlruns").as_uri() if local else None  # a server keeps its own
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location, tags=KIND)
     except MlflowException:
         found = client.get_experiment_by_name(name)  # another run created it first
         if found is None:

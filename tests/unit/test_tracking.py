@@ -145,3 +145,12 @@ def test_locked_md5_and_params_hash(tmp_path):
     assert locked_md5("data/resized", tmp_path / "missing.lock") is None
     assert params_hash({"a": 1, "b": {"c": 2}}) == params_hash({"b": {"c": 2}, "a": 1})
     assert params_hash({"a": 1}) != params_hash({"a": 2})
+
+
+def test_the_experiment_opens_on_model_training_runs_in_the_ui(tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = mlflow.MlflowClient().get_experiment(ensure_experiment("kinds"))
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
