@@ -7,6 +7,7 @@ that does not answer fails the stage at once, unless `WBC_MLFLOW_FALLBACK=local`
 local store instead.
 """
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -74,6 +75,9 @@ def ensure_experiment(name: str) -> str:
     client = mlflow.MlflowClient()
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if "mlflow.experimentKind" not in found.tags:  # made before this tag: mark it, if allowed
+            with contextlib.suppress(MlflowException):
+                client.set_experiment_tag(found.experiment_id, *next(iter(KIND.items())))
         return found.experiment_id
     local = not mlflow.get_tracking_uri().startswith(("http://", "https://", "databricks"))
     location = (repo_root() / "mlruns").as_uri() if local else None  # a server keeps its own

@@ -152,5 +152,9 @@ def test_the_experiment_opens_on_model_training_runs_in_the_ui(tmp_path, monkeyp
 
     monkeypatch.chdir(tmp_path)
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = mlflow.MlflowClient().get_experiment(ensure_experiment("kinds"))
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment(ensure_experiment("kinds"))
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    older = client.create_experiment("made-before")  # a store from before the tag: marked on next use
+    assert ensure_experiment("made-before") == older
+    assert client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
