@@ -16,7 +16,7 @@ from pipeline.core.errors import PipelineError
 
 EXPERIMENT = "wbc-pipeline"
 PROBE_TIMEOUT_S = 5.0
-KIND = {"mlflow.experimentKind": "custom_model_development"}  # the tag the MLflow 3 UI reads
+KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3's experiment-kind tag
 
 
 def repo_root(start: Path | None = None) -> Path:
@@ -67,7 +67,8 @@ def ensure_experiment(name: str) -> str:
 
     With a local store (SQLite) the artifacts go to `<repo root>/mlruns` by absolute path, never
     into the temporary copy a queued experiment runs in, whichever run creates the experiment. It is
-    marked a model-training experiment, so the MLflow 3 UI opens on its runs, not on GenAI traces.
+    tagged as model training (`mlflow.experimentKind`); MLflow 3.17's UI still opens on its GenAI
+    view unless the URL asks for `?workflowType=machine_learning` (the README's `mlflow ui` line).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
