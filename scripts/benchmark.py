@@ -36,7 +36,7 @@ def fit_throughput(data: Path, epochs: int) -> None:
 
     from pipeline.core.classes import task_heads
     from pipeline.core.params import load_params
-    from pipeline.data.resize import class_list, load_npz
+    from pipeline.data.arrays import class_list, load_npz
     from pipeline.model.train import compile_model, fit, targets
     from pipeline.model.zoo import build_model
 

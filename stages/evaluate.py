@@ -5,7 +5,7 @@ import keras
 
 from pipeline.core import paths
 from pipeline.core.params import Params
-from pipeline.data.resize import class_list, load_npz
+from pipeline.data.arrays import class_list, load_npz
 from pipeline.evaluation.external import score_external
 from pipeline.evaluation.gates import check_gates
 from pipeline.evaluation.published import score_published

@@ -6,8 +6,9 @@ from pipeline.core import paths
 from pipeline.core.atomic import atomic_dir
 from pipeline.core.classes import class_names
 from pipeline.core.params import Params
+from pipeline.data.arrays import save_npz
 from pipeline.data.images import load_rgb
-from pipeline.data.resize import colour_mode, save_npz, split_arrays
+from pipeline.data.resize import colour_mode, split_arrays
 from pipeline.stage import run_stage
 
 

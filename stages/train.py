@@ -3,7 +3,7 @@
 from pipeline.core import paths
 from pipeline.core.atomic import atomic_path, atomic_write_bytes, write_json
 from pipeline.core.params import Params
-from pipeline.data.resize import load_npz
+from pipeline.data.arrays import load_npz
 from pipeline.model import checkpoint
 from pipeline.model.runtime import configure
 from pipeline.model.train import summary, train_model

@@ -1,12 +1,7 @@
-"""Resize samples to the model's input size and store each split as one compact `.npz`.
+"""Resize samples to the model's input size (and colour treatment): the arrays of each split, which
+`pipeline/data/arrays.py` stores."""
 
-numpy's own `savez` stamps the current time into the zip, so identical arrays would give
-different bytes on every run (and DVC would see a change); `save_npz` fixes the timestamp.
-"""
-
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -17,7 +12,6 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.params import ResizeParams
 from pipeline.data import stain
 
-_EPOCH = (1980, 1, 1, 0, 0, 0)
 Colour = tuple[float, float, float, float] | str | None
 
 
@@ -70,23 +64,3 @@ def split_arrays(
         "classes": np.array(classes, str),
         "nucleus_groups": np.array(NUCLEUS_GROUPS, str),
     }
-
-
-def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """An uncompressed `.npz` whose bytes depend only on the arrays (fixed zip timestamps)."""
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, array in arrays.items():
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
-            with zf.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
-
-
-def load_npz(path: Path, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """The arrays of a resize-stage file; only `keys` when given (each is read from disk separately)."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in (data.files if keys is None else keys)}
-
-
-def class_list(arrays: Mapping[str, np.ndarray]) -> list[str]:
-    """The cell-type classes a split's arrays were made with, in label order."""
-    return [str(c) for c in arrays["classes"]]

@@ -13,7 +13,7 @@ from pipeline.core import paths
 from pipeline.core.classes import Head
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
-from pipeline.data.resize import load_npz
+from pipeline.data.arrays import load_npz
 from pipeline.evaluation.metrics import image_report, predictions
 from pipeline.inference.classify import classify_files
 

@@ -12,7 +12,7 @@ from pipeline.core import paths
 from pipeline.core.atomic import atomic_write_bytes
 from pipeline.core.classes import Head, head
 from pipeline.core.params import EvaluateParams
-from pipeline.data.resize import class_list, load_npz
+from pipeline.data.arrays import class_list, load_npz
 from pipeline.evaluation.metrics import (
     bootstrap_intervals,
     classification_report,

@@ -13,7 +13,7 @@ import pandas as pd
 from pipeline.core.classes import head, task_heads
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import TrainParams
-from pipeline.data.resize import class_list
+from pipeline.data.arrays import class_list
 from pipeline.model.batches import Batches, Reshuffle
 from pipeline.model.checkpoint import Checkpoint, fingerprint
 from pipeline.model.zoo import build_model

@@ -167,7 +167,7 @@ def test_the_champion_served_over_http_answers_like_the_model(project, runs):
     import keras
     import requests
 
-    from pipeline.data.resize import load_npz
+    from pipeline.data.arrays import load_npz
 
     root, env = project
     url = f"http://127.0.0.1:{free_port()}"

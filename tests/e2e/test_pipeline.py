@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.data.resize import load_npz
+from pipeline.data.arrays import load_npz
 from pipeline.data.split import check_disjoint
 from tests.helpers import MIRROR, MIRRORS, copy_repo, run, stages_run
 

@@ -17,7 +17,7 @@ import yaml
 from pipeline.core import paths
 from pipeline.core.classes import task_heads
 from pipeline.core.params import load_params
-from pipeline.data.resize import save_npz
+from pipeline.data.arrays import save_npz
 from pipeline.model import checkpoint
 from pipeline.model.runtime import configure
 from pipeline.model.train import compile_model, fit

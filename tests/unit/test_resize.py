@@ -5,7 +5,8 @@ from PIL import Image
 
 from pipeline.core.classes import CLASSES
 from pipeline.core.errors import PipelineError
-from pipeline.data.resize import load_npz, resize_image, save_npz, split_arrays
+from pipeline.data.arrays import load_npz, save_npz
+from pipeline.data.resize import resize_image, split_arrays
 from tests.helpers import smear
 
 IMAGES = {f"p{i}.png": smear(i, (50 + i * 10, 40 + i * 5), [(10, 10, 40, 40)]) for i in range(3)}
