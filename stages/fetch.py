@@ -6,10 +6,8 @@ copied from its `bccd/` folder instead (offline machines, CI).
 
 from pipeline.core import paths
 from pipeline.core.params import Params
-from pipeline.data.fetch import Source, fetch_bccd, mirror_for
+from pipeline.data.fetch import Limits, Source, fetch_bccd, mirror_for
 from pipeline.stage import run_stage
-
-MB = 1 << 20
 
 
 def main(params: Params) -> dict:
@@ -20,10 +18,7 @@ def main(params: Params) -> dict:
         labels=Source(p.labels.url, p.labels.file),
         manifest_path=paths.BCCD_MANIFEST,
         mirror=mirror_for(paths.MIRROR_FOLDERS["bccd"]),
-        timeout_s=p.timeout_s,
-        retries=p.retries,
-        max_download_bytes=p.max_download_mb * MB,
-        max_extracted_bytes=p.max_extracted_mb * MB,
+        limits=Limits.from_params(p),
     )
 
 

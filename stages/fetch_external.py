@@ -7,10 +7,9 @@ WBC_MIRRORS set, copies them from its `dataset2-master/` and `pbc-dev/` folders 
 
 from pipeline.core import paths
 from pipeline.core.params import Params
-from pipeline.data.fetch import Source, fetch_files, mirror_for
+from pipeline.data.fetch import Limits, Source, fetch_files, mirror_for
 from pipeline.stage import run_stage
 
-MB = 1 << 20
 SETS = {"published": (paths.PUBLISHED, paths.PUBLISHED_MANIFEST), "pbc": (paths.PBC, paths.PBC_MANIFEST)}
 
 
@@ -25,10 +24,7 @@ def main(params: Params) -> dict:
             folder=source.folder,
             manifest_path=manifest,
             mirror=mirror_for(paths.MIRROR_FOLDERS[name]),
-            timeout_s=p.timeout_s,
-            retries=p.retries,
-            max_download_bytes=p.max_download_mb * MB,
-            max_extracted_bytes=p.max_extracted_mb * MB,
+            limits=Limits.from_params(p),
         )
     return report
 

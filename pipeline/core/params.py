@@ -25,28 +25,29 @@ class Download(_Section):
     file: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
 
 
-class FetchParams(_Section):
-    archive: Download
-    labels: Download
+class DownloadParams(_Section):
+    """How a fetch stage downloads and extracts its archives."""
+
     timeout_s: float = Field(gt=0)
     retries: int = Field(ge=0, le=20)
     max_download_mb: int = Field(gt=0)
     max_extracted_mb: int = Field(gt=0)
+
+
+class FetchParams(DownloadParams):
+    archive: Download
+    labels: Download
 
 
 class ArchiveFolder(Download):
     folder: str = Field(pattern=r"^[A-Za-z0-9._/-]*$", description="where the manifest's paths start")
 
 
-class ExternalParams(_Section):
+class ExternalParams(DownloadParams):
     """Evaluation sets from other sources, fetched like BCCD; the default model never trains on them."""
 
     published: ArchiveFolder
     pbc: ArchiveFolder
-    timeout_s: float = Field(gt=0)
-    retries: int = Field(ge=0, le=20)
-    max_download_mb: int = Field(gt=0)
-    max_extracted_mb: int = Field(gt=0)
 
 
 class CropParams(_Section):

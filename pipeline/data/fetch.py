@@ -5,6 +5,7 @@ at any step leaves the destination as it was. Offline, WBC_MIRRORS names one fol
 subfolder per source (`bccd/`, `dataset2-master/`, `pbc-dev/`) with the same files.
 """
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -12,7 +13,7 @@ import stat
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -21,8 +22,10 @@ from tqdm import tqdm
 
 from pipeline.core.atomic import atomic_dir
 from pipeline.core.errors import PipelineError
+from pipeline.core.params import DownloadParams
 
 CHUNK = 1 << 16
+MB = 1 << 20
 MIRRORS_ENV = "WBC_MIRRORS"
 
 
@@ -219,26 +222,47 @@ def verify_tree(root: Path, manifest: dict[str, str], manifest_path: Path) -> No
         raise PipelineError(f"fetched files do not match {manifest_path} ({'; '.join(problems)})")
 
 
-def fetch_bccd(
-    dest: Path,
-    *,
-    archive: Source,
-    labels: Source,
-    manifest_path: Path,
-    mirror: Path | None,
-    timeout_s: float,
-    retries: int,
-    max_download_bytes: int,
-    max_extracted_bytes: int,
-    backoff_s: float = 1.0,
-) -> dict:
-    """Put the verified BCCD tree (images, XML, labels.csv) in `dest`; return a report."""
+@dataclass(frozen=True)
+class Limits:
+    """How a fetch downloads and extracts: the same for every source."""
+
+    timeout_s: float
+    retries: int
+    max_download_bytes: int
+    max_extracted_bytes: int
+    backoff_s: float = 1.0
+
+    @classmethod
+    def from_params(cls, p: DownloadParams) -> "Limits":
+        return cls(p.timeout_s, p.retries, p.max_download_mb * MB, p.max_extracted_mb * MB)
+
+    def download(self, url: str, dest: Path) -> None:
+        download(url, dest, timeout_s=self.timeout_s, retries=self.retries,
+                 max_bytes=self.max_download_bytes, backoff_s=self.backoff_s)  # fmt: skip
+
+    def extract(self, archive: Path, dest: Path, **select) -> int:
+        return safe_extract_zip(archive, dest, max_member_bytes=self.max_extracted_bytes,
+                                max_total_bytes=self.max_extracted_bytes, **select)  # fmt: skip
+
+
+@contextlib.contextmanager
+def staging(dest: Path, manifest_path: Path) -> Iterator[tuple[Path, Path, dict[str, str]]]:
+    """(tree, scratch folder, manifest): fill `tree`; it replaces `dest` only if it then matches the
+    manifest exactly, and the scratch folder (downloads) is removed either way."""
     manifest = read_manifest(manifest_path)
     with (
         atomic_dir(dest) as tree,
         tempfile.TemporaryDirectory(prefix=f".{dest.name}-download-", dir=dest.parent) as scratch,
     ):
-        dl = Path(scratch)
+        yield tree, Path(scratch), manifest
+        verify_tree(tree, manifest, manifest_path)
+
+
+def fetch_bccd(
+    dest: Path, *, archive: Source, labels: Source, manifest_path: Path, mirror: Path | None, limits: Limits
+) -> dict:
+    """Put the verified BCCD tree (images, XML, labels.csv) in `dest`; return a report."""
+    with staging(dest, manifest_path) as (tree, dl, _):
         for src in (archive, labels):
             target = dl / src.file
             if mirror is not None:
@@ -247,22 +271,9 @@ def fetch_bccd(
                     raise PipelineError(f"{found}: not in the mirror folder {mirror}")
                 shutil.copyfile(found, target)
             else:
-                download(
-                    src.url,
-                    target,
-                    timeout_s=timeout_s,
-                    retries=retries,
-                    max_bytes=max_download_bytes,
-                    backoff_s=backoff_s,
-                )
-        n_files = safe_extract_zip(
-            dl / archive.file,
-            tree,
-            max_member_bytes=max_extracted_bytes,
-            max_total_bytes=max_extracted_bytes,
-        )
+                limits.download(src.url, target)
+        n_files = limits.extract(dl / archive.file, tree)
         shutil.copyfile(dl / labels.file, tree / "labels.csv")
-        verify_tree(tree, manifest, manifest_path)
     return {"files": n_files + 1, "source": "mirror" if mirror is not None else "download"}
 
 
@@ -278,25 +289,11 @@ def mirror_for(folder: str) -> Path | None:
 
 
 def fetch_files(
-    dest: Path,
-    *,
-    archive: Source,
-    folder: str,
-    manifest_path: Path,
-    mirror: Path | None,
-    timeout_s: float,
-    retries: int,
-    max_download_bytes: int,
-    max_extracted_bytes: int,
-    backoff_s: float = 1.0,
+    dest: Path, *, archive: Source, folder: str, manifest_path: Path, mirror: Path | None, limits: Limits
 ) -> dict:
     """Put exactly the manifest's files in `dest`, verified: from `folder` inside the upstream
     archive, or from a mirror folder holding (at least) those files at the manifest's paths."""
-    manifest = read_manifest(manifest_path)
-    with (
-        atomic_dir(dest) as tree,
-        tempfile.TemporaryDirectory(prefix=f".{dest.name}-download-", dir=dest.parent) as scratch,
-    ):
+    with staging(dest, manifest_path) as (tree, scratch, manifest):
         if mirror is not None:
             for rel in manifest:
                 found = Path(mirror) / rel
@@ -305,9 +302,8 @@ def fetch_files(
                 (tree / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(found, tree / rel)
         else:
-            target = Path(scratch) / archive.file
-            download(archive.url, target, timeout_s=timeout_s, retries=retries,
-                     max_bytes=max_download_bytes, backoff_s=backoff_s)  # fmt: skip
+            target = scratch / archive.file
+            limits.download(archive.url, target)
             prefix = PurePosixPath(folder) if folder else PurePosixPath()
 
             def select(rel: PurePosixPath) -> PurePosixPath | None:
@@ -316,7 +312,5 @@ def fetch_files(
                 inside = rel.relative_to(prefix)
                 return inside if inside.as_posix() in manifest else None
 
-            safe_extract_zip(target, tree, max_member_bytes=max_extracted_bytes,
-                             max_total_bytes=max_extracted_bytes, select=select)  # fmt: skip
-        verify_tree(tree, manifest, manifest_path)
+            limits.extract(target, tree, select=select)
     return {"files": len(manifest), "source": "mirror" if mirror is not None else "download"}

@@ -8,6 +8,7 @@ import pytest
 from pipeline.core import paths
 from pipeline.core.errors import PipelineError
 from pipeline.data.fetch import (
+    Limits,
     Source,
     download,
     fetch_bccd,
@@ -71,18 +72,16 @@ def test_corrupt_zip_is_refused(tmp_path):
         extract(archive, tmp_path / "out")
 
 
-def fetch(dest: Path, *, mirror: Path | None = None, base_url: str = "http://127.0.0.1:9", **kw):
-    options = dict(timeout_s=5.0, retries=2, max_download_bytes=50 << 20, max_extracted_bytes=50 << 20)
-    options.update(kw)
+def fetch(dest: Path, *, mirror: Path | None = None, base_url: str = "http://127.0.0.1:9"):
     return fetch_bccd(
         dest,
         archive=Source(f"{base_url}/{ARCHIVE}", ARCHIVE),
         labels=Source(f"{base_url}/labels.csv", "labels.csv"),
         manifest_path=MANIFEST,
         mirror=mirror,
-        backoff_s=0.05,
-        **options,
-    )
+        limits=Limits(timeout_s=5.0, retries=2, max_download_bytes=50 << 20, max_extracted_bytes=50 << 20,
+                      backoff_s=0.05),
+    )  # fmt: skip
 
 
 @needs_mirror
@@ -195,8 +194,8 @@ def fetch_set(dest: Path, manifest: Path, *, mirror: Path | None = None, url: st
               folder: str = "wbc", retries: int = 1) -> dict:  # fmt: skip
     return fetch_files(
         dest, archive=Source(url, "a.zip"), folder=folder, manifest_path=manifest, mirror=mirror,
-        timeout_s=2.0, retries=retries, max_download_bytes=50 << 20, max_extracted_bytes=50 << 20,
-        backoff_s=0.01,
+        limits=Limits(timeout_s=2.0, retries=retries, max_download_bytes=50 << 20,
+                      max_extracted_bytes=50 << 20, backoff_s=0.01),
     )  # fmt: skip
 
 
