@@ -13,7 +13,6 @@ import pandas as pd
 from pipeline.core.classes import Head
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
-from pipeline.data.images import load_rgb
 from pipeline.evaluation.metrics import image_report, predictions
 from pipeline.inference.classify import IMAGE_SUFFIXES, classify_files
 
@@ -53,8 +52,8 @@ def score_external(model: keras.Model, params: Params, out: Head, root: Path, cl
     p = params.evaluate
     reports, rows = {}, {}
     for mode in MODES:
-        boxes = None if mode == "localiser" else {f: [(0, 0, *_size(f))] for f in files}
-        results = classify_files(files, model, params, out, boxes, strict=True, desc=f"{name} ({mode})")
+        results = classify_files(files, model, params, out, whole_image=mode == "whole_image", strict=True,
+                                 desc=f"{name} ({mode})")  # fmt: skip
         labels = [r.cells[0].label if r.cells else None for r in results]  # the best cell
         pred = predictions(labels, out.classes)
         reports[mode] = image_report(
@@ -63,7 +62,3 @@ def score_external(model: keras.Model, params: Params, out: Head, root: Path, cl
         )  # fmt: skip
         rows[mode] = pd.DataFrame({"actual": actual, "predicted": [lb or NOT_FOUND for lb in labels]})
     return reports, rows
-
-
-def _size(path: Path) -> tuple[int, int]:
-    return load_rgb(path).size

@@ -156,12 +156,14 @@ def classify_files(
     out: Head,
     boxes: Mapping[Path, Sequence[tuple]] | None = None,
     *,
+    whole_image: bool = False,
     strict: bool = False,
     desc: str = "images",
 ) -> list[ImageResult]:
     """`predict_images` over image files, CHUNK at a time, with a progress bar on stderr: the one
-    path `wbc predict` and the published-set scoring share. An unreadable file is an error when
-    `strict`, else an ImageResult whose note says why."""
+    path `wbc predict` and the published-set scoring share. With `whole_image` each image is itself
+    the cell's box (a single-cell image); else the `boxes` given for it, or the localiser's. An
+    unreadable file is an error when `strict`, else an ImageResult whose note says why."""
     boxes = boxes or {}
     results: list[ImageResult] = []
     with tqdm(total=len(files), desc=desc, unit="image", file=sys.stderr, mininterval=10,
@@ -170,11 +172,14 @@ def classify_files(
             chunk, readable, failed = files[start : start + CHUNK], [], {}
             for path in chunk:
                 try:
-                    readable.append((str(path), load_rgb(path), boxes.get(path)))
+                    img = load_rgb(path)
                 except PipelineError as err:
                     if strict:
                         raise
                     failed[path] = ImageResult(str(path), note=f"unreadable: {err}")
+                    continue
+                given = [(0, 0, img.width, img.height)] if whole_image else boxes.get(path)
+                readable.append((str(path), img, given))
             predicted = iter(predict_images(readable, model, params, out))
             results.extend(failed[path] if path in failed else next(predicted) for path in chunk)
             bar.update(len(chunk))
