@@ -62,12 +62,15 @@ def evaluate_splits(model: keras.Model, p: EvaluateParams) -> tuple[dict, list]:
         for other, metrics in by_head.items():
             report[f"{split}_{other}_head"] = metrics
         if split == "test":
-            files = write_plots(arrays, probs[name], head(name, class_list(arrays)), p.gallery_size)
+            out = head(name, class_list(arrays))
+            files = write_plots(arrays, probs[name], out, report[split]["confusion"], p.gallery_size)
     return report, files
 
 
-def write_plots(arrays: Mapping[str, np.ndarray], probs: np.ndarray, out: Head, gallery_size: int) -> list:
-    """predictions.csv, the confusion CSV (a DVC plot) and PNG, and the misclassified gallery."""
+def write_plots(arrays: Mapping[str, np.ndarray], probs: np.ndarray, out: Head, confusion: list,
+                gallery_size: int) -> list:  # fmt: skip
+    """predictions.csv, the confusion CSV (a DVC plot) and PNG of `confusion` (the report's counts),
+    and the misclassified gallery."""
     names = out.classes
     truth, pred = out.labels(arrays), probs.argmax(axis=1)
     rows = pd.DataFrame(
@@ -79,7 +82,6 @@ def write_plots(arrays: Mapping[str, np.ndarray], probs: np.ndarray, out: Head, 
             **{f"p_{n}": probs[:, i].round(6) for i, n in enumerate(names)},
         }
     )
-    confusion = classification_report(truth, pred, list(names))["confusion"]
     atomic_write_bytes(paths.PREDICTIONS, rows.to_csv(index=False).encode())
     atomic_write_bytes(paths.CONFUSION, rows[["actual", "predicted"]].to_csv(index=False).encode())
     atomic_write_bytes(paths.CONFUSION_PNG, confusion_png(confusion, names, f"test, {out.name}"))
@@ -96,10 +98,9 @@ def write_confusion(rows: pd.DataFrame, csv: Path, png: Path, title: str) -> lis
     """(actual, predicted) rows as a DVC confusion plot and a PNG of counts and shares; the labels
     are those in the rows (classes, and a mark such as "no cell found")."""
     labels = list(dict.fromkeys([*rows["actual"], *sorted(set(rows["predicted"]) - set(rows["actual"]))]))
-    index = {label: i for i, label in enumerate(labels)}
-    matrix = np.zeros((len(labels), len(labels)), int)
-    for a, p in zip(rows["actual"], rows["predicted"], strict=True):
-        matrix[index[a], index[p]] += 1
+    matrix = pd.crosstab(rows["actual"], rows["predicted"]).reindex(
+        index=labels, columns=labels, fill_value=0
+    )
     atomic_write_bytes(csv, rows.to_csv(index=False).encode())
-    atomic_write_bytes(png, confusion_png(matrix.tolist(), labels, title))
+    atomic_write_bytes(png, confusion_png(matrix.to_numpy().tolist(), labels, title))
     return [csv, png]
