@@ -15,7 +15,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.params import load_params
 from pipeline.evaluation.metrics import image_report, predictions
 from pipeline.evaluation.published import SETS, check_unseen, fields, score_published
-from tests.helpers import REPO, SHARED, TYPES
+from tests.helpers import REPO, SHARED, TYPES, always
 
 
 def make_dataset2(root, simple: dict[str, str], test: list[str]):
@@ -86,15 +86,6 @@ def quick_params():
     params = load_params(REPO / "params.yaml")
     quick = params.evaluate.model_copy(update={"tta": False, "bootstrap_resamples": 50})
     return params.model_copy(update={"evaluate": quick})
-
-
-def always(label: int, size: int = 32) -> keras.Model:
-    """A cell-type model that answers `label` for every crop, whatever it shows."""
-    inputs = keras.Input((size, size, 3))
-    pooled = keras.layers.GlobalAveragePooling2D()(inputs)
-    bias = keras.initializers.Constant(np.eye(4)[label] * 5)
-    head = keras.layers.Dense(4, "softmax", kernel_initializer="zeros", bias_initializer=bias, name="type")
-    return keras.Model(inputs, {"type": head(pooled)})
 
 
 @pytest.mark.skipif(not (SHARED / "datasets/dataset2-master").is_dir(), reason="dataset2 not beside the repo")
