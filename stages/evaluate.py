@@ -1,8 +1,6 @@
 """DVC stage `evaluate`: score the trained model on the held-out test split (and on val), on the
 published Kaggle sets and on another lab's cells (PBC); register the model, `champion` if it passes."""
 
-import keras
-
 from pipeline.core import paths
 from pipeline.core.params import Params
 from pipeline.data.arrays import class_list, load_npz
@@ -10,14 +8,14 @@ from pipeline.evaluation.external import score_external
 from pipeline.evaluation.gates import check_gates
 from pipeline.evaluation.published import score_published
 from pipeline.evaluation.report import evaluate_splits, write_confusion
-from pipeline.inference.classify import model_head
+from pipeline.inference.classify import load_model_file, model_head
 from pipeline.stage import run_stage
 from pipeline.tracking.models import register_run_model
 from pipeline.tracking.runs import log_files
 
 
 def main(params: Params) -> dict:
-    model = keras.saving.load_model(paths.MODEL)
+    model = load_model_file(paths.MODEL)
     report, plots = evaluate_splits(model, params.evaluate)
     classes = class_list(load_npz(paths.resized_split("test"), keys=("classes",)))
     out = model_head(model, classes)

@@ -2,6 +2,7 @@
 and resize each one exactly as the crop and resize stages do, classify it, count the types."""
 
 import sys
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +49,25 @@ def load_classifier(uri: str | None, default: Path) -> keras.Model:
     """The pipeline's model file by default; or an MLflow URI (`models:/wbc-classifier@champion`,
     `runs:/<id>/model`, `models:/<model id>`); or another `.keras` file."""
     if uri is None or uri.split(":", 1)[0] not in ("models", "runs"):
-        path = Path(uri or default)
-        if not path.is_file():
-            raise PipelineError(f"{path}: no model file (run `dvc repro` first, or pass --model)")
-        return keras.saving.load_model(path)
+        return load_model_file(Path(uri or default))
     from pipeline.tracking.models import load_logged_model
 
     return load_logged_model(uri)
+
+
+def load_model_file(path: Path) -> keras.Model:
+    """A `.keras` file, or one clear error: Keras reports a damaged archive as 'File not found'."""
+    if not path.is_file():
+        raise PipelineError(f"{path}: no model file (run `dvc repro` first, or pass --model)")
+    if not zipfile.is_zipfile(path):
+        raise PipelineError(
+            f"{path}: not a Keras model archive (damaged or cut short?): restore it with "
+            "`dvc pull models/model.keras` or `dvc repro train`, or pass another --model"
+        )
+    try:
+        return keras.saving.load_model(path)
+    except Exception as err:  # Keras raises ValueError, KeyError, OSError... for a broken archive
+        raise PipelineError(f"{path}: cannot load this Keras model ({type(err).__name__}: {err})") from None
 
 
 def model_head(model: keras.Model, classes: Sequence[str]) -> Head:

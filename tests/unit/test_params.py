@@ -98,3 +98,17 @@ def test_a_stage_reads_only_the_params_dvc_yaml_lists(tmp_path):
     assert restrict(params, "resize", None) is params
     with pytest.raises(PipelineError, match="no stage 'nope'"):
         declared_params("nope", REPO / "dvc.yaml")
+
+
+def test_end_to_end_copies_take_the_committed_values_not_a_workspace_experiments():
+    from tests.helpers import committed_values
+
+    workspace = {"train": {"dropout": 0.4, "devices": 2, "reduce_lr": {"factor": 0.1}}, "new": {"k": 1}}
+    committed = {"train": {"dropout": 0.5, "reduce_lr": {"factor": 0.3}}, "gone": 1}
+    assert committed_values(workspace, committed) == {
+        "train": {"dropout": 0.5, "devices": 2, "reduce_lr": {"factor": 0.3}},  # a new key keeps its value
+        "new": {"k": 1},
+    }
+    # with the last commit's params.yaml, as the end-to-end tests call it
+    committed_now = committed_values(yaml.safe_load((REPO / "params.yaml").read_text()))
+    assert set(committed_now) == set(yaml.safe_load((REPO / "params.yaml").read_text()))

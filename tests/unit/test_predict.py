@@ -133,3 +133,22 @@ def test_an_image_too_small_to_hold_a_cell_is_a_counted_no_cell(model_file):
     tiny = Image.fromarray(field([ROUND])).resize((24, 18))
     [result] = predict_images([("t", tiny, None)], model, PARAMS, model_head(model, NAMES))
     assert result.cells == [] and result.note == "image smaller than 32 px"
+
+
+@pytest.mark.parametrize("damage", ["cut", "zip_without_model"])
+def test_a_damaged_model_file_is_one_clear_error(model_file, tmp_path, damage):
+    import zipfile
+
+    bad = tmp_path / "damaged.keras"
+    if damage == "cut":  # a copy cut short: not a zip any more
+        bad.write_bytes(model_file.read_bytes()[:5000])
+    else:  # a zip, but not a Keras archive
+        with zipfile.ZipFile(bad, "w") as zf:
+            zf.writestr("notes.txt", "hello")
+    photo = tmp_path / "p.png"
+    Image.fromarray(field([ROUND])).save(photo)
+    done = wbc([str(photo), "--model", str(bad)])
+    assert done.returncode == 2  # the CLI's exit status for an error
+    assert "Traceback" not in done.stderr and "File not found" not in done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert str(bad) in line and ("not a Keras model archive" in line or "cannot load" in line)
