@@ -17,6 +17,7 @@ from pipeline.core.atomic import write_json
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params, load_params
 from pipeline.tracking.runs import log_report, stage_run
+from pipeline.tracking.store import tracking_failure
 
 
 def run_stage(
@@ -26,7 +27,8 @@ def run_stage(
 
     `sections` are the params sections logged with the run (the stage's own by default).
     `resume_from` names a JSON file holding a `run_id` to continue instead of starting a new run.
-    A PipelineError is printed as one clear line and exits 1.
+    A PipelineError, or a tracking store that fails (a server gone mid-run), is printed as one clear
+    line and exits 1.
     """
     try:
         params = load_params()
@@ -40,6 +42,12 @@ def run_stage(
             log_report(report | {f"{name}.seconds": round(seconds, 3)}, f"{name}.json")
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as err:
+        problem = tracking_failure(err)
+        if problem is None:
+            raise
+        print(f"error: stage {name}: {problem}", file=sys.stderr)
         sys.exit(1)
 
 

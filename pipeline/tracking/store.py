@@ -38,6 +38,33 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or local_store()
 
 
+def answers(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether an MLflow server answers its health check."""
+    import requests
+
+    try:
+        return requests.get(f"{uri.rstrip('/')}/health", timeout=timeout_s).ok
+    except requests.RequestException:
+        return False
+
+
+def tracking_failure(err: BaseException) -> str | None:
+    """One line saying what went wrong with the tracking store, or None if `err` did not come from it."""
+    import mlflow
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    if not isinstance(err, MlflowException | requests.RequestException):
+        return None
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")) and not answers(uri):
+        return (
+            f"MLflow tracking server {uri} stopped answering ({type(err).__name__}); its run is marked "
+            "KILLED by the next stage that reaches the server"
+        )
+    return f"MLflow ({uri}): {str(err).splitlines()[0][:300]}"
+
+
 def check_reachable(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> str:
     """The URI to log to: `uri` itself if it is not a server or the server answers its health check.
 
@@ -46,13 +73,13 @@ def check_reachable(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> str:
     """
     if not uri.startswith(("http://", "https://")):
         return uri
-    import requests
-
-    try:
-        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout_s).raise_for_status()
+    # MLflow retries a request 7 times with doubling waits (minutes of silence when the server has
+    # gone): a stage should fail in seconds instead. Either setting can still be given.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    if answers(uri, timeout_s):
         return uri
-    except requests.RequestException as err:
-        problem = f"MLflow tracking server {uri} is unreachable ({type(err).__name__})"
+    problem = f"MLflow tracking server {uri} is unreachable"
     if os.environ.get("WBC_MLFLOW_FALLBACK") == "local":
         print(f"warning: {problem}; logging to {local_store()} instead", file=sys.stderr)
         return local_store()
