@@ -6,12 +6,17 @@
    on the same in-memory arrays, in this process, with the params' model and batch size.
 3. The bootstrap's cost on a Kaggle-TEST-sized set (2,487 fields from 69 source photos, the
    params' resamples, the four headline metrics).
+4. With --clone-to-predict: a teammate's first `wbc predict` from a fresh clone. This workspace's
+   outputs are pushed to a temporary local DVC remote; a `git clone` of the last commit then runs
+   `dvc pull` (every output, or the model alone) and `wbc predict` on one photo.
 
     WBC_MIRRORS=../shared/datasets python scripts/benchmark.py [--stages ...] [--fit-epochs 2]
+    python scripts/benchmark.py --clone-to-predict PHOTO
 """
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,15 +109,42 @@ def bootstrap_seconds() -> None:
     print(f"bootstrap  {seconds:8.2f} s  ({what})")
 
 
+def clone_to_predict(photo: Path, env: dict) -> None:
+    """Seconds from `git clone` to a first `wbc predict`, through a local DVC remote."""
+    with tempfile.TemporaryDirectory(prefix="wbc-team-") as tmp:
+        remote, clone = Path(tmp) / "remote", Path(tmp) / "clone"
+        subprocess.run(["dvc", "remote", "add", "--local", "-f", "bench", str(remote)], cwd=REPO, check=True)
+        try:
+            push = timed(["dvc", "push", "-r", "bench"], REPO, env)
+        finally:
+            subprocess.run(["dvc", "remote", "remove", "--local", "bench"], cwd=REPO, check=True)
+        size = sum(f.stat().st_size for f in remote.rglob("*") if f.is_file()) / 2**20
+        print(f"dvc push   {push:8.1f} s  (every output of this workspace: {size:.0f} MiB to a local remote)")
+        for what, targets in (("everything", []), ("the model", ["models/model.keras"])):
+            shutil.rmtree(clone, ignore_errors=True)
+            clone_s = timed(["git", "clone", "-q", str(REPO), str(clone)], Path(tmp), env)
+            subprocess.run(
+                ["dvc", "remote", "add", "--local", "-d", "team", str(remote)], cwd=clone, check=True
+            )
+            pull = timed(["dvc", "pull", *targets], clone, env)
+            predict = timed(
+                [sys.executable, "-m", "pipeline.cli", "predict", str(photo)],
+                clone,
+                env | {"PYTHONPATH": str(clone)},
+            )
+            print(
+                f"clone->predict {clone_s + pull + predict:6.1f} s  (pull {what}: git clone {clone_s:.1f} + "
+                f"dvc pull {pull:.1f} + wbc predict {predict:.1f})"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", nargs="+", default=STAGES, help="stages to time, in order")
     parser.add_argument("--fit-epochs", type=int, default=2, help="timed epochs per fit (0: skip)")
     parser.add_argument("--bootstrap-only", action="store_true", help="time only the bootstrap (item 3)")
+    parser.add_argument("--clone-to-predict", type=Path, metavar="PHOTO", help="time only item 4, on PHOTO")
     args = parser.parse_args()
-    bootstrap_seconds()
-    if args.bootstrap_only:
-        return
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -123,6 +155,12 @@ def main() -> None:
         "GIT_COMMITTER_NAME": "benchmark",
         "GIT_COMMITTER_EMAIL": "benchmark@example.invalid",
     }
+    if args.clone_to_predict:
+        clone_to_predict(args.clone_to_predict.resolve(), env)
+        return
+    bootstrap_seconds()
+    if args.bootstrap_only:
+        return
     with tempfile.TemporaryDirectory(prefix="wbc-bench-") as tmp:
         root = Path(tmp)
         from tests.helpers import copy_repo
