@@ -19,10 +19,11 @@ SECTIONS = ("fetch", "crop", "split", "augment", "resize", "train")
 
 def main(params: Params) -> dict:
     p = params.train
-    runtime = configure(p.seed, p.deterministic, p.mixed_precision)
+    runtime = configure(p.seed, p.deterministic, p.mixed_precision, p.devices)
     set_tags({f"train.{k}": v for k, v in runtime.items()} | {"data.md5": locked_md5(str(paths.RESIZED))})
     print(
-        f"train: {p.model} / {p.task} on {runtime['device']} ({runtime['backend']}, {runtime['precision']})"
+        f"train: {p.model} / {p.task} on {runtime['device']} "
+        f"({runtime['devices']}, {runtime['backend']}, {runtime['precision']})"
     )
     arrays = [paths.resized_split(s) for s in ("train", "val")]
     train, val = map(load_npz, arrays)
@@ -30,7 +31,8 @@ def main(params: Params) -> dict:
     with atomic_path(paths.MODEL) as tmp:
         trained.model.save(tmp)
     atomic_write_bytes(paths.HISTORY, trained.history.to_csv(index=False).encode())
-    model_uri = log_keras_model(trained.model, train["x"][:2])
+    # At least one example per replica: the model predicts it to infer the signature.
+    model_uri = log_keras_model(trained.model, train["x"][: max(2, p.devices)])
     write_json(paths.MODEL_RUN, {"run_id": active_run_id(), "model_uri": model_uri})
     checkpoint.clear(paths.CHECKPOINT)
     return {**runtime, **summary(trained, p.early_stopping.monitor)}

@@ -133,6 +133,7 @@ class TrainParams(_Section):
     seed: int
     deterministic: bool
     mixed_precision: bool
+    devices: int = Field(ge=1, description="data-parallel replicas; batch_size is split across them")
 
 
 class EvaluateParams(_Section):

@@ -1,11 +1,15 @@
-"""The compute environment of a training run: which device, seeds, determinism, precision.
+"""The compute environment of a training run: which device(s), seeds, determinism, precision.
 
 The only backend-specific code of the project lives here, behind Keras' backend name.
 """
 
+import contextlib
+import functools
 import os
 
 import keras
+
+from pipeline.core.errors import PipelineError
 
 
 def device() -> str:
@@ -28,8 +32,9 @@ def device() -> str:
     return "cpu"
 
 
-def configure(seed: int, deterministic: bool, mixed_precision: bool) -> dict[str, str]:
-    """Seed everything, switch on op determinism if asked, and mixed precision on a GPU only."""
+def configure(seed: int, deterministic: bool, mixed_precision: bool, devices: int = 1) -> dict[str, str]:
+    """Seed everything, switch on op determinism if asked, and mixed precision on a GPU only.
+    `devices` is only reported here ('2 x cpu'); `distribution` spreads the training over them."""
     keras.utils.set_random_seed(seed)
     backend = keras.backend.backend()
     if deterministic:
@@ -45,4 +50,51 @@ def configure(seed: int, deterministic: bool, mixed_precision: bool) -> dict[str
     where = device()
     policy = "mixed_float16" if mixed_precision and where.startswith("gpu") else "float32"
     keras.mixed_precision.set_global_policy(policy)
-    return {"device": where, "backend": backend, "precision": policy}
+    kind = "gpu" if where.startswith("gpu") else "cpu"
+    return {"device": where, "backend": backend, "precision": policy, "devices": f"{devices} x {kind}"}
+
+
+def replicas(devices: int) -> list[str]:
+    """The first `devices` devices of the backend's accelerator type (GPUs if any, else CPUs): a
+    replica each. An error, not fewer replicas, when there are not enough: the run must be the one
+    the params describe."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus, cpus = tf.config.list_logical_devices("GPU"), tf.config.list_logical_devices("CPU")
+        visible = [d.name for d in gpus or cpus]
+    elif backend == "jax":
+        visible = [str(d) for d in keras.distribution.list_devices()]
+    else:
+        raise PipelineError(
+            f"train.devices: {devices}: data-parallel training is not supported on the {backend} backend "
+            "(TensorFlow and JAX only); set train.devices: 1"
+        )
+    if devices > len(visible):
+        raise PipelineError(
+            f"train.devices: {devices} asked, but the {backend} backend sees {len(visible)}: {visible}"
+        )
+    return visible[:devices]
+
+
+def distribution(devices: int) -> contextlib.AbstractContextManager:
+    """The context to build, compile and fit a model in for synchronous data parallelism over
+    `devices` replicas, each taking an equal share of every (global) batch. One device: no strategy
+    at all, so a single-device run is exactly what it was before this option existed."""
+    if devices == 1:
+        return contextlib.nullcontext()
+    names = replicas(devices)
+    if keras.backend.backend() == "tensorflow":
+        return _mirrored(tuple(names)).scope()
+    return keras.distribution.DataParallel(devices=names).scope()  # JAX; global only inside the block
+
+
+@functools.cache
+def _mirrored(names: tuple[str, ...]):
+    """One strategy per device set and process: a second MirroredStrategy starts its collective
+    keys where the first did, and TensorFlow then mixes the two's all-reduces (a shape-mismatch
+    abort in the next model trained)."""
+    import tensorflow as tf
+
+    return tf.distribute.MirroredStrategy(devices=list(names))

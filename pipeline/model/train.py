@@ -16,6 +16,7 @@ from pipeline.core.params import TrainParams
 from pipeline.data.arrays import class_list
 from pipeline.model.batches import Batches, Reshuffle
 from pipeline.model.checkpoint import Checkpoint, fingerprint
+from pipeline.model.runtime import distribution
 from pipeline.model.zoo import build_model
 
 # The code a checkpoint is only valid for, besides the params and the arrays: this package.
@@ -73,6 +74,17 @@ def callbacks(p: TrainParams) -> list[keras.callbacks.Callback]:
     return found
 
 
+def replica_batches(n: int, batch_size: int, devices: int, split: str) -> None:
+    """Each batch is split across the replicas: a last batch smaller than their number leaves one
+    empty, and TensorFlow's reshapes and convolutions fail on an empty batch mid-epoch."""
+    last = n % batch_size
+    if 0 < last < devices:
+        raise PipelineError(
+            f"train.devices: {devices} replicas, but the last {split} batch holds {last} image(s) "
+            f"({n} % batch_size {batch_size}); choose a batch_size that leaves 0 or at least {devices}"
+        )
+
+
 def fit(
     model: keras.Model,
     train: Mapping[str, np.ndarray],
@@ -87,6 +99,8 @@ def fit(
     With a `checkpoint` folder the state is saved after every epoch, and a state saved there by a
     killed run with the same `fingerprint` is resumed from.
     """
+    for split, arrays in (("train", train), ("val", val)):
+        replica_batches(len(arrays["x"]), p.batch_size, p.devices, split)
     y_train, y_val = targets(train, p.task), targets(val, p.task)
     weights = None
     if p.class_weights:
@@ -131,25 +145,27 @@ def train_model(
     checkpoint: Path | None = None,
     data_files: Iterable[Path] = (),
 ) -> Trained:
-    """Build, compile and fit the params' model. A checkpoint is tied to the params, `data_files`
-    (the arrays it was made from) and this package's code."""
-    model = build_model(
-        p.model,
-        train["x"].shape[1:],
-        task_heads(p.task, class_list(train)),
-        dropout=p.dropout,
-        l1=p.l1,
-        l2=p.l2,
-        weights=p.weights,
-        bn_momentum=p.bn_momentum,
-    )
-    compile_model(model, p)
-    start = time.perf_counter()
-    history = fit(
-        model, train, val, p, extra_callbacks,
-        checkpoint=checkpoint,
-        fingerprint=fingerprint(p.model_dump(), [*data_files, *MODEL_CODE]),
-    )  # fmt: skip
+    """Build, compile and fit the params' model, over `p.devices` replicas (in `distribution`,
+    which the variables must be made in and JAX fits in). A checkpoint is tied to the params,
+    `data_files` (the arrays it was made from) and this package's code."""
+    with distribution(p.devices):
+        model = build_model(
+            p.model,
+            train["x"].shape[1:],
+            task_heads(p.task, class_list(train)),
+            dropout=p.dropout,
+            l1=p.l1,
+            l2=p.l2,
+            weights=p.weights,
+            bn_momentum=p.bn_momentum,
+        )
+        compile_model(model, p)
+        start = time.perf_counter()
+        history = fit(
+            model, train, val, p, extra_callbacks,
+            checkpoint=checkpoint,
+            fingerprint=fingerprint(p.model_dump(), [*data_files, *MODEL_CODE]),
+        )  # fmt: skip
     frame = pd.DataFrame(history).rename_axis("epoch").reset_index()
     return Trained(model, frame, time.perf_counter() - start, len(train["x"]))
 

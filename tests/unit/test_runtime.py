@@ -14,7 +14,9 @@ def restore_policy():
 def test_mixed_precision_is_refused_on_the_cpu():
     """Mixed float16 on a CPU is slower and less accurate: the run falls back to float32 and says so."""
     got = runtime.configure(seed=1, deterministic=False, mixed_precision=True)
-    assert got == {"device": "cpu", "backend": keras.backend.backend(), "precision": "float32"}
+    assert got == {
+        "device": "cpu", "backend": keras.backend.backend(), "precision": "float32", "devices": "1 x cpu"
+    }  # fmt: skip
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
@@ -32,3 +34,12 @@ def test_the_seed_fixes_keras_random_draws():
 
     assert np.array_equal(draw(7), draw(7))
     assert not np.array_equal(draw(7), draw(8))
+
+
+def test_the_device_count_is_reported(monkeypatch):
+    def reported(devices: int) -> str:
+        return runtime.configure(1, deterministic=False, mixed_precision=False, devices=devices)["devices"]
+
+    assert reported(2) == "2 x cpu"
+    monkeypatch.setattr(runtime, "device", lambda: "gpu: /physical_device:GPU:0")
+    assert reported(4) == "4 x gpu"
