@@ -3,11 +3,13 @@
 import argparse
 import csv
 import json
+import subprocess
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.core import paths
+from pipeline.core.atomic import atomic_write_bytes
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import load_params
 from pipeline.evaluation.gates import baseline_from_dvc, check_gates, format_table
@@ -108,6 +110,53 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cv_queue(args: argparse.Namespace) -> int:
+    """Queue one DVC experiment per fold and seed of a setting; `dvc queue start` runs them."""
+    from pipeline.evaluation.cv import queue_commands
+
+    commands = queue_commands(args.setting, args.set, args.folds, args.seeds)
+    for cmd in commands:
+        print(" ".join(cmd))
+        if not args.dry_run:
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise PipelineError(f"{' '.join(cmd[:6])}: {done.stderr.strip()[-500:]}")
+    if not args.dry_run:
+        print(f"queued {len(commands)} runs: run them with `dvc queue start` or `dvc exp run --run-all`")
+    return 0
+
+
+def cv_report(args: argparse.Namespace) -> int:
+    """Mean ± sd per setting from the finished study runs; paired comparisons; CSV, markdown, plot,
+    and an MLflow parent run per setting with its model runs nested."""
+    from pipeline.evaluation import cv
+    from pipeline.tracking.studies import log_setting
+
+    done = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PipelineError(f"dvc exp show: {done.stderr.strip()[-500:]}")
+    rows = cv.study_rows(json.loads(done.stdout or "[]"))
+    if rows.empty:
+        raise PipelineError("no finished cv-<setting>-f<fold>-s<seed> experiments (wbc cv queue first)")
+    summary = cv.summarize(rows)
+    settings = list(summary["setting"])
+    pairs = [(args.baseline, s) for s in settings if s != args.baseline] if args.baseline in settings else []
+    comparisons = [cv.paired(rows, a, b, m) for a, b in pairs for m in cv.SELECT_ON]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "cv_runs.csv", out / "cv.md", out / "cv.png"]
+    atomic_write_bytes(files[0], rows.to_csv(index=False).encode())
+    atomic_write_bytes(files[1], cv.markdown(summary, comparisons).encode())
+    cv.plot(rows, files[2])
+    print(files[1].read_text())
+    if not args.no_mlflow:
+        for _, row in summary.iterrows():
+            names = list(rows.loc[rows["setting"] == row["setting"], "experiment"])
+            run_id = log_setting(row.to_dict(), names, [str(f) for f in files])
+            print(f"MLflow: cv: {row['setting']} -> run {run_id} ({len(names)} model runs nested)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wbc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -137,6 +186,20 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--confidence", type=float, default=0.95)
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(run=compare)
+    v = sub.add_parser("cv", help="cross-validation study: queue DVC experiments, report mean ± sd")
+    cv_sub = v.add_subparsers(dest="cv_command", required=True)
+    q = cv_sub.add_parser("queue", help="queue a setting's runs: one per fold and seed")
+    q.add_argument("setting", help="a short name for the setting (lower-case, digits, '_' '.')")
+    q.add_argument("-S", "--set", action="append", default=[], help="a params override, as dvc exp run -S")
+    q.add_argument("--folds", type=int, default=3, help="group folds (by source image) of train + val")
+    q.add_argument("--seeds", type=int, nargs="+", default=[1], help="a repetition per seed")
+    q.add_argument("--dry-run", action="store_true", help="print the commands only")
+    q.set_defaults(run=cv_queue)
+    r = cv_sub.add_parser("report", help="mean ± sd per setting, paired comparisons, MLflow parent runs")
+    r.add_argument("--out", default="reports/cv", help="folder for cv_runs.csv, cv.md, cv.png")
+    r.add_argument("--baseline", default="base", help="the setting the others are compared with")
+    r.add_argument("--no-mlflow", action="store_true")
+    r.set_defaults(run=cv_report)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -64,6 +64,8 @@ class SplitParams(_Section):
     val_fraction: float = Field(gt=0, lt=1)
     k: int = Field(ge=2)
     fold: int = Field(ge=0)
+    val_folds: int = Field(ge=0, description="0: carve val_fraction; k >= 2: val is one of k group folds")
+    val_fold: int = Field(ge=0, description="which of the val_folds is val (a CV study varies it)")
     dedup_hash_size: int = Field(ge=4, le=32)
     dedup_max_distance: int = Field(ge=0)
 
@@ -71,6 +73,10 @@ class SplitParams(_Section):
     def _fold_in_range(self) -> "SplitParams":
         if self.fold >= self.k:
             raise ValueError(f"fold must be < k (got fold={self.fold}, k={self.k})")
+        if self.val_folds == 1:
+            raise ValueError("val_folds must be 0 (carve val_fraction) or at least 2")
+        if self.val_fold >= max(self.val_folds, 1):
+            raise ValueError(f"val_fold must be < val_folds (got {self.val_fold}, {self.val_folds})")
         return self
 
 

@@ -96,6 +96,8 @@ def assign_splits(
     test_fraction: float,
     k: int,
     fold: int,
+    val_folds: int = 0,
+    val_fold: int = 0,
     test_sources: Iterable[str] = (),
 ) -> pd.DataFrame:
     """Add a `split` column (train / val / test / dropped) to a crop table with `group`.
@@ -104,7 +106,8 @@ def assign_splits(
     crop (the same cell in an overlapping photo) is `dropped`, never trained on.
     stratified: a seeded stratified group split with `test_fraction`.
     kfold: fold `fold` of `k` stratified group folds is the test set.
-    Validation is then carved from the rest, also by group.
+    Validation is then carved from the rest, also by group: `val_fraction` of it, or with
+    `val_folds` >= 2 fold `val_fold` of that many stratified group folds (cross-validation).
     """
     out = crops.copy()
     if strategy == "kaggle":
@@ -124,7 +127,7 @@ def assign_splits(
     out.loc[test, "split"] = "test"
     out.loc[dropped, "split"] = "dropped"
     rest = out[out["split"] == "train"]
-    val = _carve(rest, val_fraction, seed + 1)
+    val = _kfold(rest, val_folds, val_fold, seed + 1) if val_folds else _carve(rest, val_fraction, seed + 1)
     out.loc[val[val].index, "split"] = "val"
     return out
 
@@ -148,6 +151,8 @@ def split_crops(
         test_fraction=p.test_fraction,
         k=p.k,
         fold=p.fold,
+        val_folds=p.val_folds,
+        val_fold=p.val_fold,
         test_sources=test_sources,
     )
     check_disjoint(split)

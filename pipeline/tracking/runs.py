@@ -12,6 +12,8 @@ from pipeline.core.atomic import alive
 from pipeline.tracking.provenance import run_tags
 from pipeline.tracking.store import connect
 
+MODEL_STAGES = ("train", "evaluate")  # their runs are the models; the other stages log beside them
+
 
 def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
     """Nested mapping -> {"a.b.c": value}, the shape MLflow params and metrics take."""
@@ -36,7 +38,7 @@ def stage_run(
     """
     import mlflow
 
-    experiment = connect()
+    experiment = connect(data=stage not in MODEL_STAGES)
     end_orphans(experiment)
     flat = {k: str(v) for k, v in flatten(params).items()}
     before = _resumable(resume, flat) if resume else None

@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline.core.errors import PipelineError
 
 EXPERIMENT = "wbc-pipeline"
+DATA_SUFFIX = "-data"
 PROBE_TIMEOUT_S = 5.0
 KIND = {"mlflow.experimentKind": "custom_model_development"}  # MLflow 3's experiment-kind tag
 
@@ -118,9 +119,17 @@ def ensure_experiment(name: str) -> str:
         return found.experiment_id
 
 
-def connect() -> str:
-    """Point MLflow at the store (checked) and return the experiment's id."""
+def experiment_name(data: bool = False) -> str:
+    """The experiment for model runs (`wbc-pipeline`, or MLFLOW_EXPERIMENT_NAME), or with `data` the
+    one beside it for the data stages' runs (`wbc-pipeline-data`), so the model table holds only
+    models."""
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT)
+    return f"{name}{DATA_SUFFIX}" if data else name
+
+
+def connect(data: bool = False) -> str:
+    """Point MLflow at the store (checked) and return the experiment's id (see `experiment_name`)."""
     import mlflow
 
     mlflow.set_tracking_uri(check_reachable(tracking_uri()))
-    return ensure_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT))
+    return ensure_experiment(experiment_name(data))

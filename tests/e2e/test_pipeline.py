@@ -92,7 +92,7 @@ def test_stages_log_to_the_default_mlflow_store(project, first_repro):
 
     root, _ = project
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("wbc-pipeline")
+    experiment = client.get_experiment_by_name("wbc-pipeline-data")  # the model runs' experiment has none
     runs = client.search_runs([experiment.experiment_id])
     by_stage = {r.data.tags["stage"]: r for r in runs}
     assert set(by_stage) == {"fetch", "crop", "split", "augment", "resize"}

@@ -105,8 +105,8 @@ def test_concurrent_writers_lose_nothing_on_the_postgres_server(team, server):
     """Two queued experiments and a second clone's, at once: every run FINISHED with its params,
     metrics and artifacts, and a model version for each model."""
     c = client(server)
-    exp = c.get_experiment_by_name("team")
-    runs = c.search_runs([exp.experiment_id], max_results=1000)
+    exp, data = c.get_experiment_by_name("team"), c.get_experiment_by_name("team-data")
+    runs = c.search_runs([exp.experiment_id, data.experiment_id], max_results=1000)
     assert runs and all(r.info.status == "FINISHED" for r in runs), [
         (r.info.run_name, r.info.status) for r in runs if r.info.status != "FINISHED"
     ]
@@ -218,5 +218,5 @@ def test_a_server_stopped_mid_stage_fails_it_clearly_and_leaves_no_run_running(s
     go.touch()
     assert again.wait(timeout=300) == 0, again.communicate()[1][-3000:]
     c = client(server)
-    runs = c.search_runs([c.get_experiment_by_name("halted").experiment_id])
+    runs = c.search_runs([c.get_experiment_by_name("halted-data").experiment_id])  # a data stage's run
     assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]

@@ -103,3 +103,22 @@ def test_too_few_crops_of_a_class_is_a_clear_error():
     table = crop_table(12)  # 12 source groups, but at most 4 crops of any class
     with pytest.raises(PipelineError, match="cannot carve 5 folds by source image"):
         splits(table, "kfold", k=5)
+
+
+def test_validation_folds_partition_train_and_val_and_leave_test_alone():
+    """A CV study's folds (val_folds=k): each non-test crop is validation exactly once, by group,
+    and the test split is the same in every fold."""
+    table = crop_table(80)
+    test_sources = ["img001.jpg", "img010.jpg", "img020.jpg"]
+    runs = [splits(table, "kaggle", test_sources=test_sources, val_folds=3, val_fold=f) for f in range(3)]
+    for run in runs:
+        check_disjoint(run)
+        assert run["split"].eq("test").equals(runs[0]["split"].eq("test"))
+    validated = pd.concat(r.query("split == 'val'")[["crop_id"]] for r in runs)
+    rest = runs[0].query("split in ('train', 'val')")["crop_id"]
+    assert sorted(validated["crop_id"]) == sorted(rest)
+    assert 0.25 < (runs[0]["split"] == "val").sum() / len(rest) < 0.42
+    # 0 folds: today's carve of val_fraction, unchanged
+    assert splits(table, "kaggle", test_sources=test_sources)["split"].equals(
+        splits(table, "kaggle", test_sources=test_sources, val_folds=0, val_fold=0)["split"]
+    )

@@ -1,0 +1,168 @@
+"""A cross-validation study, read back from DVC experiments: which setting is better, and by more
+than the noise?
+
+Each run of a study is one `dvc exp run` named `cv-<setting>-f<fold>-s<seed>`: validation is fold
+`split.val_fold` of the `split.val_folds` group folds (by source image) of train + val, with seed
+`s` for the folds, the augmentation and the training; the test split is never touched. A setting's
+score is the mean ± sd of its runs' validation metrics (each fold's held-out cells), and two
+settings are compared on the same (fold, seed) pairs, with a t-interval of the paired difference.
+"""
+
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from pipeline.core.errors import PipelineError
+
+NAME = re.compile(r"^cv-(?P<setting>[a-z0-9][a-z0-9_.]*?)-f(?P<fold>\d+)-s(?P<seed>\d+)$")
+METRICS = ("val.accuracy", "val.macro_f1", "val.balanced_accuracy", "test.accuracy", "test.macro_f1")
+SELECT_ON = ("val.accuracy", "val.macro_f1")  # settings are chosen on these; test is shown, never used
+VARIES = {"split.val_fold", "split.val_folds", "split.seed", "augment.seed", "train.seed"}
+
+
+def experiment_name(setting: str, fold: int, seed: int) -> str:
+    name = f"cv-{setting}-f{fold}-s{seed}"
+    if not NAME.match(name):
+        raise PipelineError(f"cv: setting name {setting!r}: use lower-case letters, digits, '_' and '.'")
+    return name
+
+
+def queue_commands(
+    setting: str, overrides: Sequence[str], folds: int, seeds: Sequence[int]
+) -> list[list[str]]:
+    """One `dvc exp run --queue` per fold and seed; `overrides` are `-S` values (`train.dropout=0.4`)."""
+    if folds < 2:
+        raise PipelineError(f"cv: --folds {folds}: at least 2")
+    commands = []
+    for seed in seeds:
+        for fold in range(folds):
+            sets = [f"split.val_folds={folds}", f"split.val_fold={fold}", f"split.seed={seed}",
+                    f"augment.seed={seed}", f"train.seed={seed}", *overrides]  # fmt: skip
+            commands.append(
+                ["dvc", "exp", "run", "--queue", "-n", experiment_name(setting, fold, seed)]
+                + [arg for s in sets for arg in ("-S", s)]
+            )
+    return commands
+
+
+def _flat(tree: Mapping, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _file_data(data: Mapping, kind: str, path: str) -> dict:
+    found = (data.get(kind) or {}).get(path) or {}
+    return _flat(found.get("data") or {})
+
+
+def study_rows(exp_show: Iterable[Mapping]) -> pd.DataFrame:
+    """One row per finished study run in `dvc exp show --json`: setting, fold, seed, the metrics,
+    and `changes` (the params that differ from the baseline, but for what a study varies)."""
+    rows = []
+    for baseline in exp_show:
+        base = _file_data(baseline["data"], "params", "params.yaml")
+        for exp in baseline.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                match = NAME.match(rev.get("name") or "")
+                data = rev.get("data") or {}
+                metrics = _file_data(data, "metrics", "metrics/evaluate.json")
+                if not match or not metrics:
+                    continue  # not a study run, or queued / failed
+                params = _file_data(data, "params", "params.yaml")
+                changes = {k: v for k, v in params.items() if base.get(k) != v and k not in VARIES}
+                rows.append({
+                    "setting": match["setting"], "fold": int(match["fold"]), "seed": int(match["seed"]),
+                    "experiment": rev["name"], "rev": data.get("rev", ""),
+                    "changes": ", ".join(f"{k}={v}" for k, v in sorted(changes.items())) or "(baseline)",
+                    **{m: metrics.get(m, math.nan) for m in METRICS},
+                })  # fmt: skip
+    columns = ["setting", "fold", "seed", "experiment", "rev", "changes", *METRICS]
+    return pd.DataFrame(rows, columns=columns).sort_values(["setting", "seed", "fold"], ignore_index=True)
+
+
+def summarize(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per setting: runs, folds, seeds, and mean and sd of every metric."""
+    out = []
+    for setting, part in rows.groupby("setting", sort=True):
+        entry = {"setting": setting, "changes": part["changes"].iloc[0], "runs": len(part),
+                 "folds": part["fold"].nunique(), "seeds": part["seed"].nunique()}  # fmt: skip
+        for m in METRICS:
+            values = part[m].dropna()
+            entry[f"{m}.mean"] = float(values.mean()) if len(values) else math.nan
+            entry[f"{m}.sd"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        out.append(entry)
+    return pd.DataFrame(out)
+
+
+def paired(rows: pd.DataFrame, a: str, b: str, metric: str, confidence: float = 0.95) -> dict:
+    """B minus A on the runs both have (same fold and seed): the mean difference and its t-interval."""
+    left = rows[rows["setting"] == a].set_index(["fold", "seed"])[metric]
+    right = rows[rows["setting"] == b].set_index(["fold", "seed"])[metric]
+    both = left.index.intersection(right.index)
+    diff = (right[both] - left[both]).to_numpy(float)
+    n = len(diff)
+    if n < 2:
+        return {"a": a, "b": b, "metric": metric, "pairs": n, "difference": math.nan,
+                "interval": (math.nan, math.nan), "verdict": "too few paired runs"}  # fmt: skip
+    mean, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(n))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * se) if se > 0 else 0.0
+    lo, hi = mean - half, mean + half
+    span = f"{100 * mean:+.1f} points, {confidence:.0%} CI [{100 * lo:+.1f}, {100 * hi:+.1f}] over {n} pairs"
+    verdict = (f"{b if mean > 0 else a} is better on {metric}: {span}" if lo > 0 or hi < 0
+               else f"no detectable difference on {metric}: {span}")  # fmt: skip
+    return {"a": a, "b": b, "metric": metric, "pairs": n, "difference": mean, "interval": (lo, hi),
+            "verdict": verdict}  # fmt: skip
+
+
+def markdown(summary: pd.DataFrame, comparisons: Sequence[Mapping]) -> str:
+    """The report: a table of mean ± sd per setting, then the paired comparisons."""
+
+    def cell(row: Mapping, m: str) -> str:
+        mean, sd = row[f"{m}.mean"], row[f"{m}.sd"]
+        return "-" if math.isnan(mean) else f"{mean:.3f} ± {sd:.3f}" if not math.isnan(sd) else f"{mean:.3f}"
+
+    head = ["setting", "changes", "runs (folds x seeds)", *METRICS]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for _, row in summary.iterrows():
+        runs = f"{row['runs']} ({row['folds']} x {row['seeds']})"
+        lines.append(f"| {row['setting']} | {row['changes']} | {runs} | "
+                     + " | ".join(cell(row, m) for m in METRICS) + " |")  # fmt: skip
+    text = "\n".join(lines) + "\n\nMean ± sd over runs; `val.*` is each run's held-out fold (chosen on),"
+    text += " `test.*` the untouched test split (shown, never chosen on).\n"
+    if comparisons:
+        text += "\n" + "\n".join(f"- {c['verdict']}" for c in comparisons) + "\n"
+    return text
+
+
+def plot(rows: pd.DataFrame, path: Path) -> None:
+    """Each run's validation accuracy and macro-F1 by setting, with the mean ± sd."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = sorted(rows["setting"].unique())
+    fig, axes = plt.subplots(1, len(SELECT_ON), figsize=(4.5 * len(SELECT_ON), 3.6), squeeze=False)
+    for ax, metric in zip(axes[0], SELECT_ON, strict=True):
+        for i, setting in enumerate(settings):
+            values = rows.loc[rows["setting"] == setting, metric].dropna().to_numpy(float)
+            jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(len(values))
+            ax.scatter(i + jitter, values, s=18, alpha=0.7)
+            if len(values):
+                sd = values.std(ddof=1) if len(values) > 1 else 0.0
+                ax.errorbar(i + 0.3, values.mean(), yerr=sd, fmt="o", color="black", capsize=4)
+        ax.set_xticks(range(len(settings)), settings, rotation=20)
+        ax.set_title(f"{metric} (each run; mean ± sd)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

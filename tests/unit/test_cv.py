@@ -1,0 +1,85 @@
+"""The cross-validation study's bookkeeping: queued commands, rows read back from `dvc exp show
+--json`, mean ± sd per setting, paired comparisons with known answers."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from pipeline.core.errors import PipelineError
+from pipeline.evaluation import cv
+
+
+def test_queue_commands_vary_fold_and_seed_and_keep_the_overrides():
+    commands = cv.queue_commands("drop04", ["train.dropout=0.4"], folds=3, seeds=[1, 2])
+    assert len(commands) == 6
+    names = [c[c.index("-n") + 1] for c in commands]
+    assert names[0] == "cv-drop04-f0-s1" and names[-1] == "cv-drop04-f2-s2"
+    first = commands[0]
+    sets = [first[i + 1] for i, a in enumerate(first) if a == "-S"]
+    assert sets == ["split.val_folds=3", "split.val_fold=0", "split.seed=1", "augment.seed=1",
+                    "train.seed=1", "train.dropout=0.4"]  # fmt: skip
+    with pytest.raises(PipelineError, match="setting name"):
+        cv.queue_commands("Bad Name", [], 3, [1])
+    with pytest.raises(PipelineError, match="at least 2"):
+        cv.queue_commands("ok", [], 1, [1])
+
+
+def exp_show(runs: dict[str, tuple[float, float]]) -> list[dict]:
+    """`dvc exp show --json` in its shape: a baseline and one experiment per run name."""
+
+    def data(name: str, dropout: float, acc: float, f1: float | None) -> dict:
+        metrics = {"val": {"accuracy": acc, "macro_f1": f1, "balanced_accuracy": acc},
+                   "test": {"accuracy": 0.9, "macro_f1": 0.8}} if f1 is not None else {}  # fmt: skip
+        return {
+            "rev": name[:7],
+            "params": {
+                "params.yaml": {"data": {"train": {"dropout": dropout, "seed": 1}, "split": {"val_fold": 0}}}
+            },
+            "metrics": {"metrics/evaluate.json": {"data": metrics}} if metrics else {},
+        }
+
+    experiments = []
+    for name, (acc, f1) in runs.items():
+        dropout = 0.4 if "drop" in name else 0.5
+        experiments.append({"revs": [{"name": name, "data": data(name, dropout, acc, f1)}]})
+    experiments.append({"revs": [{"name": "not-a-study-run", "data": data("x", 0.5, 1.0, 1.0)}]})
+    return [
+        {"rev": "workspace", "data": data("base", 0.5, 0, 0), "experiments": None},
+        {"rev": "abc1234", "data": data("base", 0.5, 0, 0), "experiments": experiments},
+    ]
+
+
+def test_rows_summary_and_paired_verdicts():
+    runs = {f"cv-base-f{f}-s{s}": (0.80 + 0.01 * f, 0.70) for f in range(3) for s in (1, 2)}
+    runs |= {f"cv-drop-f{f}-s{s}": (0.85 + 0.01 * f + 0.001 * s, 0.70) for f in range(3) for s in (1, 2)}
+    runs["cv-drop-f0-s3"] = (0.5, None)  # still queued: no metrics yet, left out
+    rows = cv.study_rows(exp_show(runs))
+    assert len(rows) == 12 and set(rows["setting"]) == {"base", "drop"}
+    assert set(rows.loc[rows["setting"] == "drop", "changes"]) == {"train.dropout=0.4"}
+    assert set(rows.loc[rows["setting"] == "base", "changes"]) == {"(baseline)"}
+    summary = cv.summarize(rows).set_index("setting")
+    assert summary.loc["base", "val.accuracy.mean"] == pytest.approx(0.81)
+    assert summary.loc["base", "val.accuracy.sd"] == pytest.approx(
+        pd.Series([0.8, 0.8, 0.81, 0.81, 0.82, 0.82]).std()
+    )
+    assert summary.loc["drop", "runs"] == 6 and summary.loc["drop", "folds"] == 3
+    better = cv.paired(rows, "base", "drop", "val.accuracy")
+    assert better["pairs"] == 6 and better["difference"] == pytest.approx(0.0515)
+    assert better["interval"][0] > 0 and better["verdict"].startswith("drop is better")
+    same = cv.paired(rows, "base", "drop", "val.macro_f1")  # identical scores: no difference
+    assert same["difference"] == 0 and same["verdict"].startswith("no detectable difference")
+    text = cv.markdown(cv.summarize(rows), [better, same])
+    assert "| drop | train.dropout=0.4 | 6 (3 x 2) | 0.861 ± 0.009 |" in text and "drop is better" in text
+
+
+def test_noise_is_not_called_a_difference():
+    # B is better on some folds and worse on others: the interval spans 0
+    runs = {f"cv-a-f{f}-s1": (0.80, 0.7) for f in range(4)}
+    runs |= {f"cv-b-f{f}-s1": (0.80 + d, 0.7) for f, d in enumerate([0.03, -0.02, 0.02, -0.03])}
+    result = cv.paired(cv.study_rows(exp_show(runs)), "a", "b", "val.accuracy")
+    assert result["interval"][0] < 0 < result["interval"][1]
+    assert result["verdict"].startswith("no detectable difference")
+    lone = cv.paired(cv.study_rows(exp_show({"cv-a-f0-s1": (0.8, 0.7), "cv-b-f0-s1": (0.9, 0.7)})),
+                     "a", "b", "val.accuracy")  # fmt: skip
+    assert lone["pairs"] == 1 and math.isnan(lone["difference"]) and lone["verdict"] == "too few paired runs"
