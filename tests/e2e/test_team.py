@@ -209,6 +209,7 @@ def test_a_server_stopped_mid_stage_fails_it_clearly_and_leaves_no_run_running(s
     (line,) = [x for x in err.splitlines() if x.startswith("error:")]
     assert server.uri in line and "localize" in line, line
     assert failed_in < 60, f"took {failed_in:.0f} s to give up"
+    print(f"server stopped: the stage gave up after {failed_in:.1f} s with: {line}")
 
     go.unlink()
     again = subprocess.Popen(
