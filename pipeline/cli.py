@@ -114,7 +114,7 @@ def cv_queue(args: argparse.Namespace) -> int:
     """Queue one DVC experiment per fold and seed of a setting; `dvc queue start` runs them."""
     from pipeline.evaluation.cv import queue_commands
 
-    commands = queue_commands(args.setting, args.set, args.folds, args.seeds)
+    commands = queue_commands(args.setting, args.set, args.folds, args.seeds, args.external)
     for cmd in commands:
         print(" ".join(cmd))
         if not args.dry_run:
@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("-S", "--set", action="append", default=[], help="a params override, as dvc exp run -S")
     q.add_argument("--folds", type=int, default=3, help="group folds (by source image) of train + val")
     q.add_argument("--seeds", type=int, nargs="+", default=[1], help="a repetition per seed")
+    q.add_argument("--external", action="store_true", help="also score the published sets and PBC (slower)")
     q.add_argument("--dry-run", action="store_true", help="print the commands only")
     q.set_defaults(run=cv_queue)
     r = cv_sub.add_parser("report", help="mean ± sd per setting, paired comparisons, MLflow parent runs")

@@ -103,6 +103,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         tmp.write_bytes(data)
 
 
-def write_json(path: Path, obj: object) -> None:
-    """Write a stable, human-readable JSON report atomically."""
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+def write_json(path: Path, obj: object, sort_keys: bool = True) -> None:
+    """Write a stable, human-readable JSON report atomically (keys sorted, unless the order is the
+    point: a summary read left to right)."""
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n").encode())

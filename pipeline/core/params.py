@@ -148,6 +148,7 @@ class EvaluateParams(_Section):
     seed: int
     gallery_size: int = Field(ge=0, le=400)
     tta: bool = Field(description="average predictions over the flips and quarter turns of each crop")
+    external: bool = Field(description="also score the published sets and PBC (a CV study skips them)")
 
 
 class LocalizeParams(_Section):

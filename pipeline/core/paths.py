@@ -72,6 +72,9 @@ def external_plot(set_name: str, mode: str, suffix: str) -> Path:
     return PLOTS / "external" / f"{set_name}_{mode}{suffix}"
 
 
+SUMMARY = METRICS / "summary.json"  # the headline numbers, first in `dvc exp show`
+
+
 def stage_metrics(stage: str) -> Path:
     """The JSON report of a stage, declared as a DVC metric."""
     return METRICS / f"{stage}.json"

@@ -22,7 +22,14 @@ from pipeline.core.errors import PipelineError
 NAME = re.compile(r"^cv-(?P<setting>[a-z0-9][a-z0-9_.]*?)-f(?P<fold>\d+)-s(?P<seed>\d+)$")
 METRICS = ("val.accuracy", "val.macro_f1", "val.balanced_accuracy", "test.accuracy", "test.macro_f1")
 SELECT_ON = ("val.accuracy", "val.macro_f1")  # settings are chosen on these; test is shown, never used
-VARIES = {"split.val_fold", "split.val_folds", "split.seed", "augment.seed", "train.seed"}
+VARIES = {
+    "split.val_fold",
+    "split.val_folds",
+    "split.seed",
+    "augment.seed",
+    "train.seed",
+    "evaluate.external",
+}
 
 
 def experiment_name(setting: str, fold: int, seed: int) -> str:
@@ -33,16 +40,18 @@ def experiment_name(setting: str, fold: int, seed: int) -> str:
 
 
 def queue_commands(
-    setting: str, overrides: Sequence[str], folds: int, seeds: Sequence[int]
+    setting: str, overrides: Sequence[str], folds: int, seeds: Sequence[int], external: bool = False
 ) -> list[list[str]]:
-    """One `dvc exp run --queue` per fold and seed; `overrides` are `-S` values (`train.dropout=0.4`)."""
+    """One `dvc exp run --queue` per fold and seed; `overrides` are `-S` values (`train.dropout=0.4`).
+    The published sets and PBC are not scored unless `external` (settings are chosen on val)."""
     if folds < 2:
         raise PipelineError(f"cv: --folds {folds}: at least 2")
     commands = []
     for seed in seeds:
         for fold in range(folds):
             sets = [f"split.val_folds={folds}", f"split.val_fold={fold}", f"split.seed={seed}",
-                    f"augment.seed={seed}", f"train.seed={seed}", *overrides]  # fmt: skip
+                    f"augment.seed={seed}", f"train.seed={seed}",
+                    f"evaluate.external={str(external).lower()}", *overrides]  # fmt: skip
             commands.append(
                 ["dvc", "exp", "run", "--queue", "-n", experiment_name(setting, fold, seed)]
                 + [arg for s in sets for arg in ("-S", s)]

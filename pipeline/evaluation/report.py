@@ -48,6 +48,19 @@ def score(arrays: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], p: 
     return out
 
 
+def headline(report: Mapping) -> dict[str, float]:
+    """The numbers compared first, in reading order: test, validation, the published sets, another
+    lab through the localiser (`metrics/summary.json`, first of dvc.yaml's metrics)."""
+    out = {
+        f"{split}_{m}": float(report[split][m]) for split in ("test", "val") for m in ("accuracy", "macro_f1")
+    }
+    for name, scores in sorted(report.get("published", {}).items()):
+        out[f"kaggle_{name}_accuracy"] = float(scores["accuracy"])
+    for lab, modes in sorted(report.get("external", {}).items()):
+        out |= {f"{lab}_{m}": float(modes["localiser"][m]) for m in ("accuracy", "macro_f1")}
+    return out
+
+
 def evaluate_splits(model: keras.Model, p: EvaluateParams) -> tuple[dict, list]:
     """The report of val and test (the headline head under the split's name, any other head as
     `<split>_<head>_head`) and the plot files written for test."""

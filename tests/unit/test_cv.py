@@ -18,7 +18,7 @@ def test_queue_commands_vary_fold_and_seed_and_keep_the_overrides():
     first = commands[0]
     sets = [first[i + 1] for i, a in enumerate(first) if a == "-S"]
     assert sets == ["split.val_folds=3", "split.val_fold=0", "split.seed=1", "augment.seed=1",
-                    "train.seed=1", "train.dropout=0.4"]  # fmt: skip
+                    "train.seed=1", "evaluate.external=false", "train.dropout=0.4"]  # fmt: skip
     with pytest.raises(PipelineError, match="setting name"):
         cv.queue_commands("Bad Name", [], 3, [1])
     with pytest.raises(PipelineError, match="at least 2"):
