@@ -81,12 +81,13 @@ def study_rows(exp_show: Iterable[Mapping]) -> pd.DataFrame:
     for baseline in exp_show:
         base = _file_data(baseline["data"], "params", "params.yaml")
         for exp in baseline.get("experiments") or []:
+            state = (exp.get("executor") or {}).get("state", "success")
             for rev in exp.get("revs") or []:
                 match = NAME.match(rev.get("name") or "")
                 data = rev.get("data") or {}
                 metrics = _file_data(data, "metrics", "metrics/evaluate.json")
-                if not match or not metrics:
-                    continue  # not a study run, or queued / failed
+                if not match or not metrics or state != "success" or data.get("rev") == "workspace":
+                    continue  # not a study run, or not finished (a running one shows the workspace's)
                 params = _file_data(data, "params", "params.yaml")
                 changes = {k: v for k, v in params.items() if base.get(k) != v and k not in VARIES}
                 rows.append({

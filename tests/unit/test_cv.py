@@ -43,6 +43,13 @@ def exp_show(runs: dict[str, tuple[float, float]]) -> list[dict]:
     for name, (acc, f1) in runs.items():
         dropout = 0.4 if "drop" in name else 0.5
         experiments.append({"revs": [{"name": name, "data": data(name, dropout, acc, f1)}]})
+    # a running run shows the workspace's metrics, and a failed one its baseline's: neither counts
+    running = data("cv-base-f9-s1", 0.5, 0.1, 0.1) | {"rev": "workspace"}
+    experiments.append(
+        {"executor": {"state": "running"}, "revs": [{"name": "cv-base-f9-s1", "data": running}]}
+    )
+    failed = data("cv-base-f8-s1", 0.5, 0.1, 0.1)
+    experiments.append({"executor": {"state": "failed"}, "revs": [{"name": "cv-base-f8-s1", "data": failed}]})
     experiments.append({"revs": [{"name": "not-a-study-run", "data": data("x", 0.5, 1.0, 1.0)}]})
     return [
         {"rev": "workspace", "data": data("base", 0.5, 0, 0), "experiments": None},
