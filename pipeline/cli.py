@@ -66,6 +66,10 @@ def predict(args: argparse.Namespace) -> int:
     if not files:
         raise PipelineError(f"no images in {', '.join(map(str, args.paths))}")
     boxes = voc_boxes(Path(args.boxes), files) if args.boxes else {}
+    if args.export_crops:
+        from pipeline.inference.review import export_target
+
+        export_target(args.export_crops)  # before the work, not after it
     model = load_classifier(args.model, paths.MODEL)
     out = model_head(model, class_names(params.crop.keep_basophil))
     names = out.classes
@@ -89,6 +93,16 @@ def predict(args: argparse.Namespace) -> int:
                 writer.writerow([r.image, i, *c.box, score, c.label, *c.probabilities.values(), ""])
             if not r.cells:
                 writer.writerow([r.image, "", "", "", "", "", "", "", *("" for _ in names), r.note])
+    if args.report:
+        from pipeline.inference.review import write_report
+
+        write_report(args.report, results, names, args.review_below, args.model or str(paths.MODEL))
+        print(f"review page: {args.report}", file=sys.stderr)
+    if args.export_crops:
+        from pipeline.inference.review import export_crops
+
+        n = export_crops(args.export_crops, results, names, params)
+        print(f"{n} cells written to {args.export_crops}/<predicted class>/", file=sys.stderr)
     empty = sum(not r.cells for r in results)
     shares = ", ".join(f"{n} {batch['percent'][n]}% ({batch['count'][n]})" for n in names)
     print(f"{len(results)} images, {batch['cells']} cells, {empty} without a cell; differential: {shares}",
@@ -174,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--format", choices=("json", "csv"), default="json")
     p.add_argument("--params", default=str(paths.PARAMS), help="crop, localize and evaluate.tta settings")
+    p.add_argument(
+        "--report", type=Path, help="write an HTML page to review: photos, boxes, the differential"
+    )
+    p.add_argument(
+        "--export-crops", type=Path, metavar="DIR", help="write every cell to DIR/<predicted class>/"
+    )
+    p.add_argument("--review-below", type=float, default=0.7, help="flag cells below this confidence (0.7)")
     p.set_defaults(run=predict)
     c = sub.add_parser(
         "compare", help="paired comparison of two models' test predictions: interval, p, verdict"

@@ -83,13 +83,19 @@ def model_head(model: keras.Model, classes: Sequence[str]) -> Head:
 def crops(img: Image.Image, boxes: Sequence[tuple], params: Params, size: tuple[int, int]) -> np.ndarray:
     """(n, h, w, 3) uint8: each box cut with the crop stage's window, resized (and stain-normalised)
     like the resize stage."""
-    crop, colour = params.crop, colour_mode(params.resize)
-    padding = round(crop.padding * img.width / REFERENCE_WIDTH)
+    colour = colour_mode(params.resize)
     out = np.empty((len(boxes), *size, 3), np.uint8)
     for i, box in enumerate(boxes):
-        w = crop_window(Box(*box), img.width, img.height, padding, crop.square)
-        out[i] = resize_image(img.crop((w.xmin, w.ymin, w.xmax, w.ymax)), *size, colour)
+        out[i] = resize_image(cut(img, box, params), *size, colour)
     return out
+
+
+def cut(img: Image.Image, box: Sequence[int], params: Params) -> Image.Image:
+    """One cell as the crop stage cuts it: its box grown by `crop.padding` (scaled to the field's
+    width), square if asked, kept inside the field; at the field's own resolution."""
+    padding = round(params.crop.padding * img.width / REFERENCE_WIDTH)
+    w = crop_window(Box(*box), img.width, img.height, padding, params.crop.square)
+    return img.crop((w.xmin, w.ymin, w.xmax, w.ymax))
 
 
 def classify(model: keras.Model, x: np.ndarray, out: Head, tta: bool) -> list[tuple[str, dict[str, float]]]:
