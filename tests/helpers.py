@@ -7,7 +7,6 @@ import http.server
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,6 +20,7 @@ import yaml
 from PIL import Image
 
 from pipeline.data.fetch import format_manifest, manifest_of
+from scripts.team_server import free_port  # noqa: F401  (the tests' one free-port helper)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -286,12 +286,6 @@ def truth_box(cx: float, cy: float, rx: float, ry: float, _lobes: list) -> tuple
 TWO_LOBES = (110, 120, 50, 32, [(-22, 0, 18), (22, 0, 18)])  # lobes 8 px apart
 THREE_LOBES = (90, 110, 45, 45, [(-14, -12, 17), (14, -12, 17), (0, 14, 17)])
 ROUND = (230, 110, 38, 38, [(0, 0, 30)])  # a lymphocyte: one big round nucleus
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy import stats
 
 from pipeline.core.errors import PipelineError
+from pipeline.tracking.runs import flatten
 
 NAME = re.compile(r"^cv-(?P<setting>[a-z0-9][a-z0-9_.]*?)-f(?P<fold>\d+)-s(?P<seed>\d+)$")
 METRICS = ("val.accuracy", "val.macro_f1", "val.balanced_accuracy", "test.accuracy", "test.macro_f1")
@@ -59,19 +60,9 @@ def queue_commands(
     return commands
 
 
-def _flat(tree: Mapping, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in tree.items():
-        if isinstance(value, Mapping):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _file_data(data: Mapping, kind: str, path: str) -> dict:
     found = (data.get(kind) or {}).get(path) or {}
-    return _flat(found.get("data") or {})
+    return flatten(found.get("data") or {})
 
 
 def study_rows(exp_show: Iterable[Mapping]) -> pd.DataFrame:
