@@ -140,6 +140,7 @@ class TrainParams(_Section):
     deterministic: bool
     mixed_precision: bool
     devices: int = Field(ge=1, description="data-parallel replicas; batch_size is split across them")
+    members: int = Field(ge=1, le=20, description="models trained with different seeds and averaged into one")
 
 
 class EvaluateParams(_Section):

@@ -21,6 +21,7 @@ from pipeline.evaluation.metrics import (
 )
 from pipeline.evaluation.plots import confusion_png, gallery_png
 from pipeline.inference.tta import predict
+from pipeline.model.ensemble import first, members_of
 
 
 def score(arrays: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], p: EvaluateParams,
@@ -63,11 +64,11 @@ def headline(report: Mapping) -> dict[str, float]:
 
 def evaluate_splits(model: keras.Model, p: EvaluateParams) -> tuple[dict, list]:
     """The report of val and test (the headline head under the split's name, any other head as
-    `<split>_<head>_head`) and the plot files written for test."""
+    `<split>_<head>_head`), an ensemble's `members` curve, and the plot files written for test."""
     report: dict = {}
     files: list = []
-    for split in ("val", "test"):
-        arrays = load_npz(paths.resized_split(split))
+    data = {split: load_npz(paths.resized_split(split)) for split in ("val", "test")}
+    for split, arrays in data.items():
         probs = predict(model, arrays["x"], tta=p.tta)
         by_head = score(arrays, probs, p, intervals=split == "test")
         name = "type" if "type" in by_head else "nucleus"
@@ -77,7 +78,24 @@ def evaluate_splits(model: keras.Model, p: EvaluateParams) -> tuple[dict, list]:
         if split == "test":
             out = head(name, class_list(arrays))
             files = write_plots(arrays, probs[name], out, report[split]["confusion"], p.gallery_size)
+    if len(members_of(model)) > 1:
+        report["members"] = members_curve(model, data, p)
     return report, files
+
+
+def members_curve(model: keras.Model, data: Mapping[str, Mapping], p: EvaluateParams) -> dict:
+    """Accuracy and macro-F1 of the ensemble of the first k members, for every k: what each added
+    member buys, on val (where the ensemble size is chosen: `wbc cv report`) and test (shown)."""
+    curve = {}
+    for k in range(1, len(members_of(model)) + 1):
+        scores = {}
+        for split, arrays in data.items():
+            probs = predict(first(model, k), arrays["x"], tta=p.tta)
+            by_head = score(arrays, probs, p, intervals=False)
+            metrics = by_head["type"] if "type" in by_head else by_head["nucleus"]
+            scores |= {f"{split}_{m}": float(metrics[m]) for m in ("accuracy", "macro_f1")}
+        curve[str(k)] = scores
+    return curve
 
 
 def write_plots(arrays: Mapping[str, np.ndarray], probs: np.ndarray, out: Head, confusion: list,

@@ -73,7 +73,7 @@ def load_model_file(path: Path) -> keras.Model:
 def model_head(model: keras.Model, classes: Sequence[str]) -> Head:
     """The head a differential is read from: cell type if the model has it, else poly / mono."""
     if "type" in model.output_names:
-        n = model.get_layer("type").units
+        n = model.get_layer("type").output.shape[-1]  # a Dense head, or an ensemble's Average
         if n != len(classes):
             raise PipelineError(f"the model predicts {n} cell types but the params name {len(classes)}")
         return head("type", classes)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pandas as pd
 
 from pipeline.core.atomic import atomic_dir, write_json
 
@@ -110,6 +111,31 @@ def _seed_states(model: keras.Model) -> list:
 def _plain(value: object) -> object:
     """Callback counters as JSON values (they may be numpy scalars or +-inf)."""
     return float(value) if isinstance(value, float | np.floating) else value
+
+
+class FinishedMember:
+    """An ensemble member that finished training, kept in the checkpoint folder until the ensemble
+    is saved: a run killed at member 3 does not train members 1 and 2 again."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def save(self, fingerprint: str, model: keras.Model, history: pd.DataFrame, seconds: float) -> None:
+        with atomic_dir(self.folder) as tmp:
+            model.save(tmp / "model.keras")
+            write_json(tmp / STATE, {"fingerprint": fingerprint, "seconds": seconds,
+                                     "history": history.to_dict(orient="list")})  # fmt: skip
+
+    def load(self, fingerprint: str) -> tuple[keras.Model, pd.DataFrame, float] | None:
+        """The member saved by a run with the same fingerprint, else None."""
+        state_file = self.folder / STATE
+        if not state_file.exists():
+            return None
+        state = json.loads(state_file.read_text())
+        if state.get("fingerprint") != fingerprint:
+            return None
+        model = keras.saving.load_model(self.folder / "model.keras")
+        return model, pd.DataFrame(state["history"]), float(state["seconds"])
 
 
 def clear(directory: Path) -> None:

@@ -15,7 +15,8 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.params import TrainParams
 from pipeline.data.arrays import class_list
 from pipeline.model.batches import Batches, Reshuffle
-from pipeline.model.checkpoint import Checkpoint, fingerprint
+from pipeline.model.checkpoint import Checkpoint, FinishedMember, fingerprint
+from pipeline.model.ensemble import average, member_seed
 from pipeline.model.runtime import distribution
 from pipeline.model.zoo import build_model
 
@@ -131,23 +132,33 @@ def fit(
 
 @dataclass
 class Trained:
-    model: keras.Model
-    history: pd.DataFrame  # one row per epoch: `epoch`, then Keras' losses and metrics
+    model: keras.Model  # one model, or the members averaged (pipeline.model.ensemble)
+    histories: list[pd.DataFrame]  # per member, one row per epoch: `epoch`, then Keras' losses and metrics
     seconds: float
     images: int  # training images per epoch
 
+    @property
+    def history(self) -> pd.DataFrame:
+        """One row per epoch; an ensemble's members side by side, member i's columns suffixed `.m<i>`
+        (member 0's keep their names), an epoch a member did not run left empty."""
+        if len(self.histories) == 1:
+            return self.histories[0]
+        frames = [
+            h.set_index("epoch").add_suffix(f".m{i}" if i else "") for i, h in enumerate(self.histories)
+        ]
+        return pd.concat(frames, axis=1).rename_axis("epoch").reset_index()
 
-def train_model(
+
+def train_member(
     p: TrainParams,
     train: Mapping[str, np.ndarray],
     val: Mapping[str, np.ndarray],
-    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
-    checkpoint: Path | None = None,
-    data_files: Iterable[Path] = (),
-) -> Trained:
-    """Build, compile and fit the params' model, over `p.devices` replicas (in `distribution`,
-    which the variables must be made in and JAX fits in). A checkpoint is tied to the params,
-    `data_files` (the arrays it was made from) and this package's code."""
+    extra_callbacks: Sequence[keras.callbacks.Callback],
+    checkpoint: Path | None,
+    fingerprint: str,
+) -> tuple[keras.Model, pd.DataFrame, float]:
+    """Build, compile and fit one model with `p.seed` (its weights' draw, dropout and batch order)."""
+    keras.utils.set_random_seed(p.seed)
     with distribution(p.devices):
         model = build_model(
             p.model,
@@ -161,26 +172,72 @@ def train_model(
         )
         compile_model(model, p)
         start = time.perf_counter()
-        history = fit(
-            model, train, val, p, extra_callbacks,
-            checkpoint=checkpoint,
-            fingerprint=fingerprint(p.model_dump(), [*data_files, *MODEL_CODE]),
-        )  # fmt: skip
+        history = fit(model, train, val, p, extra_callbacks, checkpoint=checkpoint, fingerprint=fingerprint)
     frame = pd.DataFrame(history).rename_axis("epoch").reset_index()
-    return Trained(model, frame, time.perf_counter() - start, len(train["x"]))
+    return model, frame, time.perf_counter() - start
+
+
+def train_model(
+    p: TrainParams,
+    train: Mapping[str, np.ndarray],
+    val: Mapping[str, np.ndarray],
+    extra_callbacks: Sequence[keras.callbacks.Callback] = (),
+    checkpoint: Path | None = None,
+    data_files: Iterable[Path] = (),
+) -> Trained:
+    """Train `p.members` models, member i with seed `member_seed(p.seed, i)`, over `p.devices`
+    replicas (in `distribution`, which the variables must be made in and JAX fits in), and average
+    them into one model. A checkpoint is tied to the params, `data_files` (the arrays it was made
+    from) and this package's code; an ensemble keeps each finished member there, so a killed run
+    resumes at the member it was training."""
+    files = [*data_files, *MODEL_CODE]
+    models, histories, seconds = [], [], 0.0
+    for i in range(p.members):
+        member = p.model_copy(update={"seed": member_seed(p.seed, i)})
+        if p.members > 1:
+            print(f"train: member {i + 1} of {p.members}, seed {member.seed}")
+        key = fingerprint(p.model_dump() | {"member": i}, files)
+        folder = finished = None
+        if checkpoint is not None:
+            folder = checkpoint if p.members == 1 else checkpoint / f"member-{i}"
+            finished = FinishedMember(checkpoint / f"member-{i}.done") if p.members > 1 else None
+        saved = finished.load(key) if finished is not None else None
+        if saved is not None:
+            print(f"train: member {i + 1} had finished before the run stopped; loaded from {finished.folder}")
+            model, frame, took = saved
+        else:
+            for callback in extra_callbacks:
+                if hasattr(callback, "start_member"):
+                    callback.start_member(i)
+            model, frame, took = train_member(member, train, val, extra_callbacks, folder, key)
+            if finished is not None:
+                finished.save(key, model, frame, took)
+        models.append(model)
+        histories.append(frame)
+        seconds += took
+    return Trained(average(models), histories, seconds, len(train["x"]))
+
+
+def best_epoch(history: pd.DataFrame, monitor: str) -> dict:
+    """The best epoch by `monitor` and its validation figures."""
+    best = int(history[monitor].idxmin() if "loss" in monitor else history[monitor].idxmax())
+    return {"best_epoch": best} | {
+        f"best.{k}": float(history.loc[best, k]) for k in history.columns if k.startswith("val_")
+    }
 
 
 def summary(trained: Trained, monitor: str) -> dict:
     """The train stage's report: size, epochs, the best epoch by `monitor` and its validation
-    figures, and the speed."""
-    frame = trained.history
-    best = int(frame[monitor].idxmin() if "loss" in monitor else frame[monitor].idxmax())
-    epochs = len(frame)
-    return {
-        "params": trained.model.count_params(),
-        "epochs_run": epochs,
-        "best_epoch": best,
-        **{f"best.{k}": float(frame.loc[best, k]) for k in frame.columns if k.startswith("val_")},
+    figures (an ensemble: their mean over members, and each member's under `member.<i>`), speed."""
+    epochs = sum(len(h) for h in trained.histories)
+    bests = [best_epoch(h, monitor) for h in trained.histories]
+    report: dict = {"params": trained.model.count_params(), "members": len(bests), "epochs_run": epochs}
+    if len(bests) == 1:
+        report |= bests[0]
+    else:
+        report |= {k: float(np.mean([b[k] for b in bests])) for k in bests[0] if k.startswith("best.")}
+        report["member"] = {str(i): b for i, b in enumerate(bests)}
+    return report | {
         "train_seconds": round(trained.seconds, 1),
         "images_per_second": round(epochs * trained.images / trained.seconds, 1),
     }

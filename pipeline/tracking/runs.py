@@ -60,11 +60,13 @@ def stage_run(
 
 def run_name(stage: str, params: Mapping) -> str:
     """What the MLflow UI lists a run as: a model run by its experiment (or `repro`), model and task,
-    so runs can be told apart in the table; a data stage's run by its stage."""
+    so runs can be told apart in the table (`x3`: an ensemble of 3); a data stage's run by its stage."""
     train = params.get("train")
     if stage != "train" or not isinstance(train, Mapping):
         return stage
-    return f"{os.environ.get('DVC_EXP_NAME') or 'repro'}: {train.get('model')}/{train.get('task')}"
+    members = train.get("members") or 1
+    ensemble = f" x{members}" if members > 1 else ""
+    return f"{os.environ.get('DVC_EXP_NAME') or 'repro'}: {train.get('model')}/{train.get('task')}{ensemble}"
 
 
 def end_orphans(experiment_id: str) -> list[str]:
