@@ -156,12 +156,15 @@ def cv_report(args: argparse.Namespace) -> int:
     settings = list(summary["setting"])
     pairs = [(args.baseline, s) for s in settings if s != args.baseline] if args.baseline in settings else []
     comparisons = [cv.paired(rows, a, b, m) for a, b in pairs for m in cv.SELECT_ON]
+    text = cv.markdown(summary, comparisons)
+    curve = cv.members_rows(rows)
+    text += cv.ensemble_section(curve)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "cv_runs.csv", out / "cv.md", out / "cv.png"]
     atomic_write_bytes(files[0], rows.to_csv(index=False).encode())
-    atomic_write_bytes(files[1], cv.markdown(summary, comparisons).encode())
-    cv.plot(rows, files[2])
+    atomic_write_bytes(files[1], text.encode())
+    cv.plot(rows, files[2], curve)
     print(files[1].read_text())
     if not args.no_mlflow:
         for _, row in summary.iterrows():

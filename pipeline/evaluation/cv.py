@@ -23,6 +23,8 @@ from pipeline.tracking.runs import flatten
 NAME = re.compile(r"^cv-(?P<setting>[a-z0-9][a-z0-9_.]*?)-f(?P<fold>\d+)-s(?P<seed>\d+)$")
 METRICS = ("val.accuracy", "val.macro_f1", "val.balanced_accuracy", "test.accuracy", "test.macro_f1")
 SELECT_ON = ("val.accuracy", "val.macro_f1")  # settings are chosen on these; test is shown, never used
+# An ensemble run's evaluate reports the ensemble of its first k members for every k.
+CURVE = re.compile(r"^members\.(?P<k>\d+)\.(?P<split>val|test)_(?P<metric>accuracy|macro_f1)$")
 VARIES = {
     "split.val_fold",
     "split.val_folds",
@@ -86,9 +88,35 @@ def study_rows(exp_show: Iterable[Mapping]) -> pd.DataFrame:
                     "experiment": rev["name"], "rev": data.get("rev", ""),
                     "changes": ", ".join(f"{k}={v}" for k, v in sorted(changes.items())) or "(baseline)",
                     **{m: metrics.get(m, math.nan) for m in METRICS},
+                    **{k: v for k, v in metrics.items() if CURVE.match(k)},
                 })  # fmt: skip
     columns = ["setting", "fold", "seed", "experiment", "rev", "changes", *METRICS]
-    return pd.DataFrame(rows, columns=columns).sort_values(["setting", "seed", "fold"], ignore_index=True)
+    curve = sorted(
+        {k for row in rows for k in row if CURVE.match(k)}, key=lambda k: (int(CURVE.match(k)["k"]), k)
+    )
+    frame = pd.DataFrame(rows, columns=columns + curve)
+    return frame.sort_values(["setting", "seed", "fold"], ignore_index=True)
+
+
+def members_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """An ensemble setting's runs as one pseudo-setting per ensemble size, `<setting> first <k>`
+    (the ensemble of each run's first k members), with the study's metric columns: so `summarize`
+    and `paired` tell what each added member buys, on the same folds and seeds."""
+    found = []
+    for column in rows.columns:
+        match = CURVE.match(column)
+        if match is None:
+            continue
+        part = rows[rows[column].notna()]
+        for _, row in part.iterrows():
+            found.append({"setting": f"{row['setting']} first {int(match['k'])}", "fold": row["fold"],
+                          "seed": row["seed"], "changes": row["changes"],
+                          "metric": f"{match['split']}.{match['metric']}", "value": row[column]})  # fmt: skip
+    if not found:
+        return pd.DataFrame(columns=["setting", "fold", "seed", "changes", *METRICS])
+    long = pd.DataFrame(found)
+    wide = long.pivot_table(index=["setting", "fold", "seed", "changes"], columns="metric", values="value")
+    return wide.reset_index().reindex(columns=["setting", "fold", "seed", "changes", *METRICS])
 
 
 def summarize(rows: pd.DataFrame) -> pd.DataFrame:
@@ -125,6 +153,19 @@ def paired(rows: pd.DataFrame, a: str, b: str, metric: str, confidence: float = 
             "verdict": verdict}  # fmt: skip
 
 
+def ensemble_section(curve: pd.DataFrame) -> str:
+    """The report's part on ensemble size (from `members_rows`): mean ± sd per size, and the
+    largest ensemble of each setting against its first member alone, paired on the same runs."""
+    if curve.empty:
+        return ""
+    sizes = summarize(curve)
+    base = curve["setting"].str.rsplit(" first ", n=1).str[0]
+    k = curve["setting"].str.rsplit(" ", n=1).str[1].astype(int)
+    ends = [(f"{s} first 1", f"{s} first {k[base == s].max()}") for s in sorted(base.unique())]
+    comparisons = [paired(curve, a, b, m) for a, b in ends if a != b for m in SELECT_ON]
+    return "\n## Ensemble size (each run's first k members)\n\n" + markdown(sizes, comparisons)
+
+
 def markdown(summary: pd.DataFrame, comparisons: Sequence[Mapping]) -> str:
     """The report: a table of mean ± sd per setting, then the paired comparisons."""
 
@@ -145,8 +186,11 @@ def markdown(summary: pd.DataFrame, comparisons: Sequence[Mapping]) -> str:
     return text
 
 
-def plot(rows: pd.DataFrame, path: Path) -> None:
-    """Each run's validation accuracy and macro-F1 by setting, with the mean ± sd."""
+def plot(rows: pd.DataFrame, path: Path, curve: pd.DataFrame | None = None) -> None:
+    """Each run's validation accuracy and macro-F1 by setting (and by ensemble size), with the
+    mean ± sd."""
+    if curve is not None and not curve.empty:
+        rows = pd.concat([rows, curve], ignore_index=True)
     import matplotlib
 
     matplotlib.use("Agg")

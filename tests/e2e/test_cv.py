@@ -1,6 +1,7 @@
 """A cross-validation study end to end on the tiny project: `wbc cv queue` two settings, the queue
 run by DVC, `wbc cv report` (CSV, markdown, plot) and its MLflow parent runs with the fold runs
-nested under them."""
+nested under them. The second setting is an ensemble of two: its runs also report each first-k
+ensemble, which the report compares as sizes."""
 
 import json
 import subprocess
@@ -21,7 +22,7 @@ def study(tmp_path_factory):
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "baseline"], root, env)
     queued = run(["wbc", "cv", "queue", "base", "--folds", "2", "--seeds", "7"], root, env)
-    queued += run(["wbc", "cv", "queue", "drop", "--folds", "2", "--seeds", "7", "-S", "train.dropout=0.2"],
+    queued += run(["wbc", "cv", "queue", "ens", "--folds", "2", "--seeds", "7", "-S", "train.members=2"],
                   root, env)  # fmt: skip
     run(["dvc", "exp", "run", "--run-all", "-j", "2"], root, env)
     report = run(["wbc", "cv", "report", "--out", "reports/cv"], root, env)
@@ -32,13 +33,13 @@ def test_each_fold_validates_on_different_cells_and_the_test_split_stays(study):
     root, env, queued, _ = study
     assert queued.count("dvc exp run --queue") == 4
     rows = pd.read_csv(root / "reports/cv/cv_runs.csv")
-    assert sorted(rows["experiment"]) == ["cv-base-f0-s7", "cv-base-f1-s7", "cv-drop-f0-s7", "cv-drop-f1-s7"]
+    assert sorted(rows["experiment"]) == ["cv-base-f0-s7", "cv-base-f1-s7", "cv-ens-f0-s7", "cv-ens-f1-s7"]
     split = json.loads((root / "metrics/split.json").read_text())
     done = subprocess.run(["dvc", "exp", "show", "--json"], cwd=root, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     exps = {r["name"]: r["data"] for b in shown for e in b.get("experiments") or [] for r in e["revs"]}
-    for setting in ("base", "drop"):
+    for setting in ("base", "ens"):
         folds = [exps[f"cv-{setting}-f{f}-s7"]["metrics"]["metrics/evaluate.json"]["data"] for f in (0, 1)]
         # the two folds' validation sets together are all of train + val, each cell once
         assert sum(f["val"]["n_images"] for f in folds) == split["train"]["total"] + split["val"]["total"]
@@ -48,9 +49,16 @@ def test_each_fold_validates_on_different_cells_and_the_test_split_stays(study):
 def test_report_tables_mean_and_sd_and_compares_on_the_same_folds(study):
     root, _, _, report = study
     text = (root / "reports/cv/cv.md").read_text()
-    assert "| base | (baseline) | 2 (2 x 1) |" in text and "| drop | train.dropout=0.2 | 2 (2 x 1) |" in text
-    assert "over 2 pairs" in text and ("drop is better" in text or "base is better" in text
+    assert "| base | (baseline) | 2 (2 x 1) |" in text and "| ens | train.members=2 | 2 (2 x 1) |" in text
+    assert "over 2 pairs" in text and ("ens is better" in text or "base is better" in text
                                        or "no detectable difference" in text)  # fmt: skip
+    # the ensemble's first member alone is a base run (member 0 trains with the run's seed)
+    sizes = text.split("## Ensemble size")[1]
+    assert "| ens first 1 |" in sizes and "| ens first 2 |" in sizes and "on val.accuracy" in sizes
+    rows = pd.read_csv(root / "reports/cv/cv_runs.csv")
+    ens = rows[rows["setting"] == "ens"].set_index("fold")
+    base = rows[rows["setting"] == "base"].set_index("fold")
+    assert (ens["members.1.val_accuracy"] == base["val.accuracy"]).all()
     assert (root / "reports/cv/cv.png").stat().st_size > 5000
     rows = pd.read_csv(root / "reports/cv/cv_runs.csv")
     base = rows[rows["setting"] == "base"]["val.accuracy"]
@@ -63,12 +71,14 @@ def test_mlflow_holds_a_parent_per_setting_with_its_fold_runs_nested(study):
     client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
     exp = client.get_experiment_by_name("wbc-pipeline")
     parents = client.search_runs([exp.experiment_id], filter_string="tags.`cv.parent` = 'true'")
-    assert sorted(p.info.run_name for p in parents) == ["cv: base", "cv: drop"]
+    assert sorted(p.info.run_name for p in parents) == ["cv: base", "cv: ens"]
     for parent in parents:
         children = client.search_runs(
             [exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
         )
         assert len(children) == 2 and all(c.data.tags["stages"] == "train,evaluate" for c in children)
+        ensemble = parent.info.run_name == "cv: ens"
+        assert all(c.info.run_name.endswith(" x2") == ensemble for c in children)
         values = [c.data.metrics["val.accuracy"] for c in children]
         assert parent.data.metrics["val.accuracy.mean"] == pytest.approx(sum(values) / 2)
         assert parent.info.status == "FINISHED"

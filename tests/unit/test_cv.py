@@ -90,3 +90,29 @@ def test_noise_is_not_called_a_difference():
     lone = cv.paired(cv.study_rows(exp_show({"cv-a-f0-s1": (0.8, 0.7), "cv-b-f0-s1": (0.9, 0.7)})),
                      "a", "b", "val.accuracy")  # fmt: skip
     assert lone["pairs"] == 1 and math.isnan(lone["difference"]) and lone["verdict"] == "too few paired runs"
+
+
+def test_an_ensemble_settings_first_k_members_become_sizes_compared_on_the_same_runs():
+    shown = exp_show({f"cv-ens-f{f}-s1": (0.8, 0.8) for f in range(3)})
+    for i, exp in enumerate(shown[1]["experiments"][:3]):
+        data = exp["revs"][0]["data"]["metrics"]["metrics/evaluate.json"]["data"]
+        # each added member helps by 4 and 6 points on val; test is shown, never chosen on
+        data["members"] = {
+            str(k): {"val_accuracy": 0.80 + 0.04 * (k - 1) + 0.01 * i,
+                     "val_macro_f1": 0.70 + 0.06 * (k - 1) + 0.01 * i,
+                     "test_accuracy": 0.9, "test_macro_f1": 0.85}
+            for k in (1, 2, 3)
+        }  # fmt: skip
+    rows = cv.study_rows(shown)
+    assert "members.3.val_accuracy" in rows.columns
+    curve = cv.members_rows(rows)
+    assert sorted(curve["setting"].unique()) == ["ens first 1", "ens first 2", "ens first 3"]
+    assert len(curve) == 9 and set(curve["fold"]) == {0, 1, 2}
+    sizes = cv.summarize(curve).set_index("setting")
+    assert sizes.loc["ens first 3", "val.accuracy.mean"] == pytest.approx(0.89)
+    assert sizes.loc["ens first 1", "val.macro_f1.mean"] == pytest.approx(0.71)
+    text = cv.ensemble_section(curve)
+    assert "| ens first 2 |" in text
+    assert "ens first 3 is better on val.accuracy: +8.0 points" in text
+    assert "ens first 3 is better on val.macro_f1: +12.0 points" in text
+    assert cv.ensemble_section(cv.members_rows(cv.study_rows(exp_show({"cv-base-f0-s1": (0.8, 0.8)})))) == ""
