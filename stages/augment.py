@@ -16,7 +16,7 @@ def main(params: Params) -> dict:
     with atomic_dir(paths.AUGMENTED) as out:
         folder = out / paths.AUGMENTED_IMAGES.name
         folder.mkdir()
-        write_copies(copies, params.augment, folder)
+        write_copies(copies, dict(zip(split["crop_id"], split["image"], strict=True)), params.augment, folder)
         samples.to_csv(out / paths.AUGMENTED_MANIFEST.name, index=False)
     return balance_report(split, samples)
 

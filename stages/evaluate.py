@@ -1,6 +1,10 @@
 """DVC stage `evaluate`: score the trained model on the held-out test split (and on val), on the
 published Kaggle sets and on another lab's cells (PBC); register the model, `champion` if it passes."""
 
+from pathlib import Path
+
+import pandas as pd
+
 from pipeline.core import paths
 from pipeline.core.atomic import write_json
 from pipeline.core.params import Params
@@ -15,6 +19,14 @@ from pipeline.tracking.models import register_run_model
 from pipeline.tracking.runs import log_files
 
 
+def trained_on(split_manifest: Path) -> set[str]:
+    """The sha256 of every sources cell the model trained or validated on (an adaptation's)."""
+    split = pd.read_csv(split_manifest)
+    if "sha256" not in split:
+        return set()
+    return set(split.loc[split["split"].isin(["train", "val"]), "sha256"].dropna())
+
+
 def main(params: Params) -> dict:
     model = load_model_file(paths.MODEL)
     report, plots = evaluate_splits(model, params.evaluate)
@@ -23,7 +35,9 @@ def main(params: Params) -> dict:
     paths.external_plot("pbc", "", "").parent.mkdir(parents=True, exist_ok=True)  # an output, even empty
     if params.evaluate.external:
         report["published"] = score_published(model, params, out, paths.PUBLISHED, paths.KAGGLE_TEST_SOURCES)
-        pbc, rows = score_external(model, params, out, paths.PBC, classes, "pbc")
+        pbc, rows = score_external(
+            model, params, out, paths.PBC, classes, "pbc", trained_on(paths.SPLIT_MANIFEST)
+        )
         report["external"] = {"pbc": pbc}
         for mode, table in rows.items():
             csv, png = (paths.external_plot("pbc", mode, s) for s in (".csv", ".png"))

@@ -1,4 +1,5 @@
-"""DVC stage `split`: assign every crop to train / val / test by source image and duplicate group."""
+"""DVC stage `split`: assign every crop (BCCD's, and the sources' cells) to train / val / test by
+source image and duplicate group, within its domain."""
 
 import pandas as pd
 
@@ -12,8 +13,12 @@ from pipeline.stage import run_stage
 
 def main(params: Params) -> dict:
     p = params.split
-    crops = pd.read_csv(paths.CROP_MANIFEST)
-    images = {c: load_rgb(paths.CROP_IMAGES / f"{c}.png") for c in crops["crop_id"]}
+    crops = pd.read_csv(paths.CROP_MANIFEST).assign(domain=paths.BCCD_DOMAIN)
+    crops["image"] = [(paths.CROP_IMAGES / f"{c}.png").as_posix() for c in crops["crop_id"]]
+    cells = pd.read_csv(paths.SOURCE_MANIFEST)
+    cells["image"] = [(paths.SOURCE_IMAGES / f"{c}.png").as_posix() for c in cells["crop_id"]]
+    crops = pd.concat([crops, cells], ignore_index=True) if len(cells) else crops
+    images = {c: load_rgb(path) for c, path in zip(crops["crop_id"], crops["image"], strict=True)}
     test_sources = (
         sorted(pd.read_csv(paths.KAGGLE_TEST_SOURCES)["bccd_image"].unique())
         if p.strategy == "kaggle"

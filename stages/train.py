@@ -1,5 +1,7 @@
 """DVC stage `train`: fit the chosen model on the resized arrays; save it and its history."""
 
+import numpy as np
+
 from pipeline.core import paths
 from pipeline.core.atomic import atomic_path, atomic_write_bytes, write_json
 from pipeline.core.params import Params
@@ -14,7 +16,16 @@ from pipeline.tracking.provenance import locked_md5
 from pipeline.tracking.runs import active_run_id, set_tags
 
 # The params sections that shape a model: its MLflow run logs them all, prefixed by section.
-SECTIONS = ("fetch", "crop", "split", "augment", "resize", "train")
+SECTIONS = ("fetch", "sources", "crop", "split", "augment", "resize", "train")
+
+
+def trained_on(*splits: dict) -> dict[str, str]:
+    """MLflow tags naming the cells of other labs' domains the model trained or validated on: an
+    adaptation says so; a run without them is zero-shot on every other lab."""
+    domains = np.concatenate([s["domain"][~s["augmented"]] for s in splits if "domain" in s])
+    names, counts = np.unique(domains[domains != paths.BCCD_DOMAIN], return_counts=True)
+    found = {f"trained_on.{n}": f"{c} cells" for n, c in zip(names.tolist(), counts.tolist(), strict=True)}
+    return found | {"trained_on": ", ".join([paths.BCCD_DOMAIN, *found]).replace("trained_on.", "")}
 
 
 def main(params: Params) -> dict:
@@ -27,6 +38,7 @@ def main(params: Params) -> dict:
     )
     arrays = [paths.resized_split(s) for s in ("train", "val")]
     train, val = map(load_npz, arrays)
+    set_tags(trained_on(train, val))
     trained = train_model(p, train, val, [LogEpochs()], checkpoint=paths.CHECKPOINT, data_files=arrays)
     with atomic_path(paths.MODEL) as tmp:
         trained.model.save(tmp)

@@ -8,6 +8,22 @@ CLASSES: tuple[str, ...] = ("neutrophil", "eosinophil", "lymphocyte", "monocyte"
 BASOPHIL = "basophil"
 KNOWN_CLASSES: frozenset[str] = frozenset((*CLASSES, BASOPHIL))
 
+# How other sources name the classes (compared lower-case): plurals, CellaVision's codes for
+# segmented and band neutrophils. A source's params may add names of its own.
+ALIASES: dict[str, str] = {
+    **{c: c for c in (*CLASSES, BASOPHIL)},
+    **{f"{c}s": c for c in (*CLASSES, BASOPHIL)},
+    "sne": "neutrophil", "bne": "neutrophil", "seg": "neutrophil", "band": "neutrophil",
+    "eo": "eosinophil", "ly": "lymphocyte", "lym": "lymphocyte", "mo": "monocyte", "mono": "monocyte",
+    "ba": "basophil",
+}  # fmt: skip
+# Other cells a labelled set may hold: dropped and counted, never an error.
+OTHER_CELLS: frozenset[str] = frozenset({
+    "platelet", "platelets", "thrombocyte", "ig", "immature granulocyte", "immature_granulocyte",
+    "immature granulocytes", "myelocyte", "metamyelocyte", "promyelocyte", "erythroblast", "erythroblasts",
+    "rbc", "red blood cell", "smudge", "artefact", "artifact", "blast", "plasma cell",
+})  # fmt: skip
+
 # Polynuclear (granulocytes with lobed nuclei) vs mononuclear, as in the Athelas work.
 NUCLEUS_GROUPS: tuple[str, ...] = ("poly", "mono")
 NUCLEUS: dict[str, str] = {

@@ -50,6 +50,22 @@ class ExternalParams(DownloadParams):
     pbc: ArchiveFolder
 
 
+class SourceParams(_Section):
+    """Labelled cells from another lab: a folder of class-named folders of single-cell images, or a
+    CSV of path,label (paths relative to the CSV). Its cells are their own domain; each image is its
+    own source photo. `take_per_class` k > 0 makes it a few-shot adaptation: k cells per class
+    (drawn by `seed`) are trained on, the rest are that domain's test; 0 splits it like BCCD."""
+
+    enabled: bool
+    kind: Literal["folders", "csv"]
+    path: str = Field(min_length=1, description="the folder or CSV, relative to the repository (data/...)")
+    manifest: str | None = Field(description="a committed sha256 manifest the files must match, or null")
+    domain: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    classes: dict[str, str | None] = Field(description="extra names -> class (null: drop these cells)")
+    take_per_class: int = Field(ge=0)
+    seed: int
+
+
 class CropParams(_Section):
     padding: int = Field(ge=0, le=256, description="pixels added on every side of the XML box")
     square: bool
@@ -179,6 +195,7 @@ class GatesParams(_Section):
 class Params(_Section):
     fetch: FetchParams
     external: ExternalParams
+    sources: dict[str, SourceParams]
     crop: CropParams
     split: SplitParams
     augment: AugmentParams

@@ -28,6 +28,13 @@ PBC = EXTERNAL / "pbc"  # <class>/*.jpg
 # Offline mirrors: the subfolder of $WBC_MIRRORS that holds each source's files.
 MIRROR_FOLDERS = {"bccd": "bccd", "published": "dataset2-master", "pbc": "pbc-dev"}
 
+# sources: other labs' labelled cells, one domain each (data/own/ holds a lab's own, DVC-tracked)
+OWN = DATA / "own"
+SOURCES = DATA / "sources"
+SOURCE_IMAGES = SOURCES / "images"
+SOURCE_MANIFEST = SOURCES / "manifest.csv"
+BCCD_DOMAIN = "bccd"  # the domain of the crops cut from BCCD's photos
+
 # crop
 CROPS = DATA / "crops"
 CROP_IMAGES = CROPS / "images"

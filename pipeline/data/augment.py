@@ -7,6 +7,7 @@ params give byte-identical images whatever the order or number of images process
 import hashlib
 import math
 import os
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -138,22 +139,24 @@ def make_copy(crop: Image.Image, copy: Copy, p: AugmentParams) -> Image.Image:
     return augment_image(crop, rng_for(p.seed, copy.sample_id), p)
 
 
-def _write_copy(copy: Copy, params: AugmentParams, folder: Path) -> None:
-    crop = load_rgb(paths.CROP_IMAGES / f"{copy.crop_id}.png")
-    save_png(make_copy(crop, copy, params), folder / f"{copy.sample_id}.png")
+def _write_copy(job: tuple[Copy, str], params: AugmentParams, folder: Path) -> None:
+    copy, image = job
+    save_png(make_copy(load_rgb(Path(image)), copy, params), folder / f"{copy.sample_id}.png")
 
 
-def write_copies(copies: list[Copy], params: AugmentParams, folder: Path) -> None:
+def write_copies(copies: list[Copy], images: Mapping[str, str], params: AugmentParams, folder: Path) -> None:
     """Every augmented copy as `<folder>/<sample id>.png`, made on all cores (each copy's randomness
-    is its own, so the order does not matter)."""
+    is its own, so the order does not matter); `images` is each crop's image file."""
+    jobs = [(copy, images[copy.crop_id]) for copy in copies]
     with ProcessPoolExecutor(os.cpu_count()) as pool:
-        list(pool.map(partial(_write_copy, params=params, folder=folder), copies, chunksize=64))
+        list(pool.map(partial(_write_copy, params=params, folder=folder), jobs, chunksize=64))
 
 
 def sample_path(row: pd.Series) -> str:
-    """Where the resize stage finds a sample: a new copy here, or the untouched crop."""
-    folder = paths.AUGMENTED_IMAGES if row["augmented"] else paths.CROP_IMAGES
-    return (folder / f"{row['sample_id']}.png").as_posix()
+    """Where the resize stage finds a sample: a new copy here, or the untouched crop's image."""
+    if row["augmented"]:
+        return (paths.AUGMENTED_IMAGES / f"{row['sample_id']}.png").as_posix()
+    return str(row["image"])
 
 
 def balance_report(split: pd.DataFrame, samples: pd.DataFrame) -> dict:

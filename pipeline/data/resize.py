@@ -10,6 +10,7 @@ from PIL import Image
 from pipeline.core.classes import NUCLEUS_GROUPS, head
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import ResizeParams
+from pipeline.core.paths import BCCD_DOMAIN
 from pipeline.data import stain
 
 Colour = tuple[float, float, float, float] | str | None
@@ -41,7 +42,7 @@ def split_arrays(
     width: int,
     colour: Colour = None,
 ) -> dict[str, np.ndarray]:
-    """The arrays of one split: images (N, H, W, 3) uint8, labels, nucleus labels and ids.
+    """The arrays of one split: images (N, H, W, 3) uint8, labels, nucleus labels, ids and domains.
 
     Rows are sorted by sample id so the output does not depend on the manifest's order.
     """
@@ -60,6 +61,9 @@ def split_arrays(
         "sample_id": samples["sample_id"].to_numpy(str),
         "crop_id": samples["crop_id"].to_numpy(str),
         "source_image": samples["source_image"].to_numpy(str),
+        "domain": (
+            samples["domain"] if "domain" in samples else pd.Series(BCCD_DOMAIN, samples.index)
+        ).to_numpy(str),
         "augmented": samples["augmented"].to_numpy(bool),
         "classes": np.array(classes, str),
         "nucleus_groups": np.array(NUCLEUS_GROUPS, str),

@@ -15,6 +15,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import SplitParams
+from pipeline.core.paths import BCCD_DOMAIN
 
 
 def perceptual_hashes(images: Mapping[str, Image.Image], hash_size: int) -> dict[str, np.ndarray]:
@@ -136,27 +137,58 @@ def split_crops(
     crops: pd.DataFrame, images: Mapping[str, Image.Image], p: SplitParams, test_sources: Sequence[str]
 ) -> pd.DataFrame:
     """The crop table with its duplicate `group`, perceptual hash (`phash`, as 0/1 text) and `split`,
-    checked disjoint. `test_sources` are the kaggle strategy's held-out photos."""
-    crops = crops.copy()
+    checked disjoint. `test_sources` are the kaggle strategy's held-out photos.
+
+    Crops of other domains (`domain` other than BCCD's, from the sources stage, with a `role`) are
+    split within their domain: `train` / `test` roles as drawn for an adaptation, `split` ones like
+    BCCD's under the stratified strategy (test, then val, by source image). Near-duplicates are
+    looked for within a domain: two labs' photos cannot show the same cell.
+    """
+    crops = crops.copy() if "domain" in crops else crops.assign(domain=BCCD_DOMAIN)
     hashes = perceptual_hashes(images, p.dedup_hash_size)
-    crops["group"] = duplicate_groups(
-        list(crops["crop_id"]), list(crops["source_image"]), hashes, p.dedup_max_distance
-    )
+    crops["group"] = -1
+    for domain in sorted(set(crops["domain"]), key=lambda d: (d != BCCD_DOMAIN, d)):  # BCCD's numbers first
+        part = crops[crops["domain"] == domain]
+        groups = duplicate_groups(
+            list(part["crop_id"]), list(part["source_image"]), hashes, p.dedup_max_distance
+        )
+        start = int(crops["group"].max()) + 1
+        crops.loc[part.index, "group"] = [start + g for g in groups]
     crops["phash"] = ["".join("1" if b else "0" for b in hashes[c]) for c in crops["crop_id"]]
-    split = assign_splits(
-        crops,
-        strategy=p.strategy,
-        seed=p.seed,
-        val_fraction=p.val_fraction,
-        test_fraction=p.test_fraction,
-        k=p.k,
-        fold=p.fold,
-        val_folds=p.val_folds,
-        val_fold=p.val_fold,
-        test_sources=test_sources,
-    )
+    bccd = crops["domain"] == BCCD_DOMAIN
+    parts = [
+        assign_splits(
+            crops[bccd],
+            strategy=p.strategy,
+            seed=p.seed,
+            val_fraction=p.val_fraction,
+            test_fraction=p.test_fraction,
+            k=p.k,
+            fold=p.fold,
+            val_folds=p.val_folds,
+            val_fold=p.val_fold,
+            test_sources=test_sources,
+        )
+    ]
+    for _, part in crops[~bccd].groupby("domain", sort=True):
+        parts.append(domain_splits(part, p))
+    split = pd.concat(parts).sort_index()
     check_disjoint(split)
     return split
+
+
+def domain_splits(cells: pd.DataFrame, p: SplitParams) -> pd.DataFrame:
+    """Another domain's cells: an adaptation's drawn `train` cells are trained on and the rest are
+    test, less any near-duplicate of a trained-on cell (`dropped`); `split` cells are split like
+    BCCD's under the stratified strategy."""
+    out = cells.copy()
+    if (out["role"] == "split").all():
+        return assign_splits(out, strategy="stratified", seed=p.seed, val_fraction=p.val_fraction,
+                             test_fraction=p.test_fraction, k=p.k, fold=p.fold)  # fmt: skip
+    out["split"] = out["role"]
+    trained_groups = set(out.loc[out["role"] == "train", "group"])
+    out.loc[(out["role"] == "test") & out["group"].isin(trained_groups), "split"] = "dropped"
+    return out
 
 
 def check_disjoint(split: pd.DataFrame) -> None:
@@ -182,6 +214,11 @@ def split_report(split: pd.DataFrame, test_sources: Iterable[str] = ()) -> dict:
     per_group = split.groupby("group")["source_image"].nunique()
     report["near_duplicate_groups"] = int((per_group > 1).sum())
     report["dropped_near_duplicates_of_test"] = int((split["split"] == "dropped").sum())
+    if "domain" in split and split["domain"].nunique() > 1:
+        report["domains"] = {
+            str(d): {str(k): int(v) for k, v in part["split"].value_counts().sort_index().items()}
+            for d, part in split.groupby("domain")
+        }
     wanted = set(test_sources)
     if wanted:
         report["test_sources_without_crops"] = len(wanted - set(split["source_image"]))

@@ -3,7 +3,7 @@ single-cell images per class, scored two ways: through the localiser, as `wbc pr
 (its best cell answers), and with the whole image as the cell, as a single-cell analyser hands it
 over. The default model never trains on these cells: this measures zero-shot transfer."""
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import keras
@@ -13,6 +13,7 @@ import pandas as pd
 from pipeline.core.classes import Head
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
+from pipeline.data.fetch import sha256_file
 from pipeline.evaluation.metrics import image_report, predictions
 from pipeline.inference.classify import IMAGE_SUFFIXES, classify_files
 
@@ -42,10 +43,17 @@ def labelled_images(root: Path, classes: Sequence[str]) -> pd.DataFrame:
 
 
 def score_external(model: keras.Model, params: Params, out: Head, root: Path, classes: Sequence[str],
-                   name: str) -> tuple[dict, dict[str, pd.DataFrame]]:  # fmt: skip
+                   name: str, trained_on: Collection[str] = ()
+                   ) -> tuple[dict, dict[str, pd.DataFrame]]:  # fmt: skip
     """The report of each mode (with bootstrap intervals over images: the set records no patient)
-    and each mode's (actual, predicted) rows for a confusion plot."""
+    and each mode's (actual, predicted) rows for a confusion plot. Images whose bytes the model
+    trained on (sha256 in `trained_on`: an adaptation's cells) are left out and counted."""
     table = labelled_images(root, classes)
+    digests = [sha256_file(p) for p in table["path"]]
+    seen = np.array([d in set(trained_on) for d in digests], bool)
+    table = table[~seen].reset_index(drop=True)
+    if table.empty:
+        return {"excluded_trained_on": int(seen.sum())}, {}
     files = list(table["path"])
     truth = table["class"].map(out.index).to_numpy()
     actual = [out.classes[i] for i in truth]
@@ -60,5 +68,6 @@ def score_external(model: keras.Model, params: Params, out: Head, root: Path, cl
             truth, pred, np.array([str(f) for f in files]), list(out.classes),
             resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
         )  # fmt: skip
+        reports[mode]["excluded_trained_on"] = int(seen.sum())
         rows[mode] = pd.DataFrame({"actual": actual, "predicted": [lb or NOT_FOUND for lb in labels]})
     return reports, rows

@@ -57,8 +57,12 @@ def headline(report: Mapping) -> dict[str, float]:
     }
     for name, scores in sorted(report.get("published", {}).items()):
         out[f"kaggle_{name}_accuracy"] = float(scores["accuracy"])
+    domains = report.get("domains", {})
+    for domain, scores in sorted(domains.items()) if len(domains) > 1 else ():  # test = several labs' cells
+        out |= {f"{domain}_test_{m}": float(scores[m]) for m in ("accuracy", "macro_f1")}
     for lab, modes in sorted(report.get("external", {}).items()):
-        out |= {f"{lab}_{m}": float(modes["localiser"][m]) for m in ("accuracy", "macro_f1")}
+        if "localiser" in modes:  # else every cell was trained on (an adaptation with k = all)
+            out |= {f"{lab}_{m}": float(modes["localiser"][m]) for m in ("accuracy", "macro_f1")}
     return out
 
 
@@ -76,11 +80,27 @@ def evaluate_splits(model: keras.Model, p: EvaluateParams) -> tuple[dict, list]:
         for other, metrics in by_head.items():
             report[f"{split}_{other}_head"] = metrics
         if split == "test":
+            report["domains"] = domain_reports(arrays, probs, p)
             out = head(name, class_list(arrays))
             files = write_plots(arrays, probs[name], out, report[split]["confusion"], p.gallery_size)
     if len(members_of(model)) > 1:
         report["members"] = members_curve(model, data, p)
     return report, files
+
+
+def domain_reports(
+    arrays: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], p: EvaluateParams
+) -> dict:
+    """The test split's headline head scored for each domain (BCCD's, and each source's) apart."""
+    domains = arrays["domain"] if "domain" in arrays else np.full(len(arrays["y"]), paths.BCCD_DOMAIN)
+    found = {}
+    for domain in sorted(set(domains.tolist())):
+        mask = domains == domain
+        part = {k: v[mask] if v.shape[:1] == mask.shape else v for k, v in arrays.items()}
+        by_head = score(part, {h: v[mask] for h, v in probs.items()}, p, intervals=True)
+        metrics = by_head["type"] if "type" in by_head else by_head["nucleus"]
+        found[str(domain)] = {k: v for k, v in metrics.items() if k != "confusion"}
+    return found
 
 
 def members_curve(model: keras.Model, data: Mapping[str, Mapping], p: EvaluateParams) -> dict:
