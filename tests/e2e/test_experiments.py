@@ -39,7 +39,18 @@ def runs(project) -> dict:
 def test_repro_runs_every_stage_and_exp_run_only_train_and_evaluate(runs):
     ran = stages_run(runs["repro"])
     assert sorted(ran) == sorted(
-        ["fetch", "fetch_external", "crop", "split", "augment", "resize", "localize", "train", "evaluate"]
+        [
+            "fetch",
+            "fetch_external",
+            "sources",
+            "crop",
+            "split",
+            "augment",
+            "resize",
+            "localize",
+            "train",
+            "evaluate",
+        ]
     )
     assert ran.index("fetch") < ran.index("localize") and ran.index("resize") < ran.index("train")
     assert stages_run(runs["exp"]) == ["train", "evaluate"]
@@ -187,8 +198,8 @@ def test_the_champion_served_over_http_answers_like_the_model(project, runs):
     [
         ("pipeline/inference/tta.py", {"evaluate"}),  # inference apart from training
         ("pipeline/model/zoo.py", {"train"}),
-        ("pipeline/data/fetch.py", {"fetch", "fetch_external"}),
-        ("pipeline/core/classes.py", {"crop", "resize", "train", "evaluate"}),
+        ("pipeline/data/fetch.py", {"fetch", "fetch_external", "sources", "evaluate"}),
+        ("pipeline/core/classes.py", {"sources", "crop", "resize", "train", "evaluate"}),
         ("pipeline/tracking/runs.py", set()),  # plumbing: what a run records, not what it computes
     ],
 )
