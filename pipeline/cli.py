@@ -174,6 +174,58 @@ def cv_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def adapt_queue(args: argparse.Namespace) -> int:
+    """Queue one DVC experiment per k and seed of a few-shot adaptation to a source."""
+    from pipeline.evaluation.adaptation import queue_commands
+
+    params = load_params(Path(args.params))
+    if args.source not in params.sources:
+        raise PipelineError(
+            f"adapt: no source {args.source!r} in {args.params} (sources: {', '.join(params.sources)})"
+        )
+    commands = queue_commands(args.source, args.k, args.seeds, args.set, args.external)
+    for cmd in commands:
+        print(" ".join(cmd))
+        if not args.dry_run:
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise PipelineError(f"{' '.join(cmd[:6])}: {done.stderr.strip()[-500:]}")
+    if not args.dry_run:
+        print(f"queued {len(commands)} runs: run them with `dvc queue start` or `dvc exp run --run-all`")
+    return 0
+
+
+def adapt_report(args: argparse.Namespace) -> int:
+    """The learning curve of an adaptation study: CSV, markdown, PNG, a DVC plot's CSV, and an
+    MLflow parent run with the curve as steps and the runs nested."""
+    from pipeline.evaluation import adaptation
+    from pipeline.tracking.studies import log_curve
+
+    done = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PipelineError(f"dvc exp show: {done.stderr.strip()[-500:]}")
+    rows = adaptation.curve_rows(json.loads(done.stdout or "[]"), args.source)
+    if rows.empty:
+        raise PipelineError(
+            f"no finished adapt-{args.source}-k<k>-s<seed> experiments (wbc adapt queue first)"
+        )
+    table = adaptation.curve(rows)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / f"{args.source}_runs.csv", out / f"{args.source}.md", out / f"{args.source}.png",
+             out / f"{args.source}_curve.csv"]  # fmt: skip
+    atomic_write_bytes(files[0], rows.to_csv(index=False).encode())
+    atomic_write_bytes(files[1], adaptation.markdown(table, args.source).encode())
+    adaptation.plot(rows, table, files[2], args.source)
+    atomic_write_bytes(files[3], adaptation.dvc_curve(table).to_csv(index=False).encode())
+    print(files[1].read_text())
+    if not args.no_mlflow:
+        names = [n for n in rows["experiment"] if n.startswith("adapt-")]
+        run_id = log_curve(args.source, table.to_dict("records"), names, [str(f) for f in files])
+        print(f"MLflow: adapt: {args.source} -> run {run_id} ({len(names)} runs nested)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wbc", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +277,24 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--baseline", default="base", help="the setting the others are compared with")
     r.add_argument("--no-mlflow", action="store_true")
     r.set_defaults(run=cv_report)
+    a = sub.add_parser(
+        "adapt", help="few-shot adaptation to another lab: queue k per class, the learning curve"
+    )
+    a_sub = a.add_subparsers(dest="adapt_command", required=True)
+    q = a_sub.add_parser("queue", help="queue one run per k and seed")
+    q.add_argument("source", help="a source in params.yaml's `sources` (e.g. pbc)")
+    q.add_argument("--k", type=int, nargs="+", default=[5, 10, 25, 50], help="cells per class trained on")
+    q.add_argument("--seeds", type=int, nargs="+", default=[1], help="draws of the cells")
+    q.add_argument("-S", "--set", action="append", default=[], help="a params override, as dvc exp run -S")
+    q.add_argument("--external", action="store_true", help="also score the published sets and PBC (slower)")
+    q.add_argument("--params", default=str(paths.PARAMS))
+    q.add_argument("--dry-run", action="store_true", help="print the commands only")
+    q.set_defaults(run=adapt_queue)
+    r = a_sub.add_parser("report", help="the learning curve: CSV, markdown, plot, MLflow parent run")
+    r.add_argument("source")
+    r.add_argument("--out", default="reports/adapt", help="folder for the report files")
+    r.add_argument("--no-mlflow", action="store_true")
+    r.set_defaults(run=adapt_report)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

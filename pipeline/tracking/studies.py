@@ -42,3 +42,36 @@ def log_setting(summary: Mapping, experiments: Sequence[str], report_files: Sequ
         client.log_artifact(run_id, path)
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def log_curve(
+    source: str, table: Sequence[Mapping], experiments: Sequence[str], files: Sequence[str] = ()
+) -> str:
+    """The adaptation study's parent run `adapt: <source>`: each metric's mean at step k (MLflow
+    draws the learning curve), its runs nested under it. Updated in place on a re-run."""
+    import mlflow
+
+    experiment = connect()
+    client = mlflow.MlflowClient()
+    found = client.search_runs(
+        [experiment], filter_string=f"tags.`adapt.source` = '{source}' and tags.`adapt.parent` = 'true'"
+    )
+    parent = found[0] if found else client.create_run(
+        experiment, run_name=f"adapt: {source}", tags={"adapt.source": source, "adapt.parent": "true"}
+    )  # fmt: skip
+    run_id = parent.info.run_id
+    points = [
+        mlflow.entities.Metric(f"adapt.{key.removesuffix('.mean')}", float(value), 0, int(row["k"]))
+        for row in table
+        for key, value in row.items()
+        if key.endswith(".mean") and not math.isnan(value)
+    ]
+    client.log_batch(run_id, metrics=points)
+    for name in experiments:
+        for child in client.search_runs([experiment], filter_string=f"tags.`dvc.exp_name` = '{name}'"):
+            if child.data.tags.get("stages", "").startswith("train"):
+                client.set_tag(child.info.run_id, PARENT_TAG, run_id)
+    for path in files:
+        client.log_artifact(run_id, path)
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
