@@ -22,7 +22,9 @@ SECTIONS = ("fetch", "sources", "crop", "split", "augment", "resize", "train")
 def trained_on(*splits: dict) -> dict[str, str]:
     """MLflow tags naming the cells of other labs' domains the model trained or validated on: an
     adaptation says so; a run without them is zero-shot on every other lab."""
-    domains = np.concatenate([s["domain"][~s["augmented"]] for s in splits if "domain" in s])
+    domains = np.concatenate(
+        [s["domain"][~s["augmented"]] for s in splits if "domain" in s] or [np.array([], str)]
+    )
     names, counts = np.unique(domains[domains != paths.BCCD_DOMAIN], return_counts=True)
     found = {f"trained_on.{n}": f"{c} cells" for n, c in zip(names.tolist(), counts.tolist(), strict=True)}
     return found | {"trained_on": ", ".join([paths.BCCD_DOMAIN, *found]).replace("trained_on.", "")}
