@@ -26,7 +26,7 @@ def main(params: Params) -> dict:
                 f"sources.{name}: domain {source.domain!r} is already {domains[source.domain]}'s"
             )
         domains[source.domain] = f"sources.{name}"
-        cells, report[name] = read_source(name, source, classes)
+        cells, report[name] = read_source(name, source, classes, params.localize, params.crop)
         cells["role"] = draw_roles(cells, source.take_per_class, source.seed)
         report[name] |= {"domain": source.domain, **cells["role"].value_counts().sort_index().to_dict()}
         frames.append(cells)
@@ -40,4 +40,4 @@ def main(params: Params) -> dict:
 
 
 if __name__ == "__main__":
-    run_stage("sources", main, sections=("sources", "crop"))
+    run_stage("sources", main, sections=("sources", "crop", "localize"))

@@ -64,6 +64,10 @@ class SourceParams(_Section):
     classes: dict[str, str | None] = Field(description="extra names -> class (null: drop these cells)")
     take_per_class: int = Field(ge=0)
     seed: int
+    cut: Literal["localiser", "whole"] = Field(
+        description="localiser: the best cell the localiser finds, cut like a BCCD crop (the whole image "
+        "where it finds none); whole: the image is the cell"
+    )
 
 
 class CropParams(_Section):

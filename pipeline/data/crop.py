@@ -2,11 +2,12 @@
 
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from PIL import Image
 
 from pipeline.core.classes import BASOPHIL, NUCLEUS
 from pipeline.core.errors import PipelineError
@@ -14,6 +15,8 @@ from pipeline.data.images import load_rgb, save_png
 from pipeline.data.voc import Annotation, Box, parse_voc
 
 WBC = "WBC"
+# The width of the BCCD photos the crop stage cuts from: `crop.padding` is in their pixels.
+REFERENCE_WIDTH = 640
 # Why an image gives no crop. Every image gets exactly one outcome in the report.
 OUTCOMES = (
     "cropped",
@@ -66,6 +69,16 @@ def crop_window(box: Box, width: int, height: int, padding: int, square: bool) -
         y0 = min(max(round(cy - side / 2), 0), height - side)
         x1, y1 = x0 + side, y0 + side
     return clamp(Box(x0, y0, x1, y1), width, height)
+
+
+def cut_cell(img: Image.Image, box: Sequence[int], padding: int, square: bool) -> Image.Image:
+    """One cell as the crop stage cuts it, from a field of any size: its box grown by `padding`
+    (pixels of a REFERENCE_WIDTH-wide BCCD photo, scaled to this field's width), square if asked,
+    kept inside the field; at the field's own resolution. `wbc predict`, evaluate and the sources
+    stage cut with it."""
+    scaled = round(padding * img.width / REFERENCE_WIDTH)
+    w = crop_window(Box(*box), img.width, img.height, scaled, square)
+    return img.crop((w.xmin, w.ymin, w.xmax, w.ymax))
 
 
 def plan_crops(

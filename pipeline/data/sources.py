@@ -12,13 +12,16 @@ import io
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline.core.classes import ALIASES, NUCLEUS, OTHER_CELLS
 from pipeline.core.errors import PipelineError
-from pipeline.core.params import SourceParams
+from pipeline.core.params import CropParams, LocalizeParams, SourceParams
+from pipeline.data.crop import cut_cell
 from pipeline.data.fetch import read_manifest, verify_tree
 from pipeline.data.images import load_rgb
+from pipeline.inference.localize import find_wbcs
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MIN_SIDE = 32  # a smaller image holds no classifiable cell
@@ -83,8 +86,12 @@ def csv_rows(path: Path) -> list[tuple[Path, str]]:
     return rows
 
 
-def read_source(name: str, p: SourceParams, classes: Iterable[str]) -> tuple[pd.DataFrame, dict]:
+def read_source(
+    name: str, p: SourceParams, classes: Iterable[str], localize: LocalizeParams, crop: CropParams
+) -> tuple[pd.DataFrame, dict]:
     """The source's cells (one row each, COLUMNS but `role`, with the `image`s decoded) and a report.
+    With `cut: localiser` each image is cut to the best cell the localiser finds, as `wbc predict`
+    and the crop stage would cut it (so a lab's cells reach the model at BCCD's scale).
 
     Refused: a file that is not an image, an image smaller than MIN_SIDE, an unknown class name,
     the same bytes under two classes, a file that does not match the source's manifest.
@@ -98,7 +105,7 @@ def read_source(name: str, p: SourceParams, classes: Iterable[str]) -> tuple[pd.
         except (PipelineError, OSError) as err:
             raise PipelineError(f"sources.{name}: {tree}: {err}") from None
     found = folder_rows(root) if p.kind == "folders" else csv_rows(root)
-    rows, dropped, by_hash = [], {}, {}
+    rows, dropped, by_hash, whole = [], {}, {}, 0
     for path, label in found:
         where = f"sources.{name}: {path}"
         if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -121,6 +128,12 @@ def read_source(name: str, p: SourceParams, classes: Iterable[str]) -> tuple[pd.
         image = load_rgb(path)
         if min(image.size) < MIN_SIDE:
             raise PipelineError(f"{where}: {image.size[0]}x{image.size[1]} pixels, smaller than {MIN_SIDE}")
+        if p.cut == "localiser":
+            found = find_wbcs(np.asarray(image), localize)
+            if found:
+                image = cut_cell(image, found[0].box, crop.padding, crop.square)
+            else:
+                whole += 1
         crop_id = f"{p.domain}_{len(rows):05d}"
         rows.append({"crop_id": crop_id, "source_image": crop_id, "label": cls, "nucleus": NUCLEUS[cls],
                      "domain": p.domain, "origin": path.as_posix(), "sha256": digest,
@@ -129,7 +142,7 @@ def read_source(name: str, p: SourceParams, classes: Iterable[str]) -> tuple[pd.
         raise PipelineError(f"sources.{name}: {p.path}: no cells of the model's classes")
     frame = pd.DataFrame(rows)
     report = {"cells": len(frame), **{c: int((frame["label"] == c).sum()) for c in classes},
-              "dropped": dict(sorted(dropped.items()))}  # fmt: skip
+              "dropped": dict(sorted(dropped.items())), "no_cell_found_whole_image": whole}  # fmt: skip
     return frame, report
 
 

@@ -15,16 +15,12 @@ from tqdm import tqdm
 from pipeline.core.classes import Head, head
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
-from pipeline.data.crop import crop_window
+from pipeline.data.crop import cut_cell
 from pipeline.data.images import load_rgb
 from pipeline.data.resize import colour_mode, resize_image
-from pipeline.data.voc import Box
 from pipeline.inference.localize import find_wbcs
 from pipeline.inference.tta import predict
 
-# The width of the BCCD photos the crop stage cut from: `crop.padding` is in their pixels, so it
-# is scaled for fields of other sizes (the Kaggle sets' 320x240 copies, say).
-REFERENCE_WIDTH = 640
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MIN_SIDE = 32  # an image narrower or shorter than this holds no classifiable cell
 CHUNK = 64  # fields classified together by `classify_files`: one model call per TTA view
@@ -91,11 +87,8 @@ def crops(img: Image.Image, boxes: Sequence[tuple], params: Params, size: tuple[
 
 
 def cut(img: Image.Image, box: Sequence[int], params: Params) -> Image.Image:
-    """One cell as the crop stage cuts it: its box grown by `crop.padding` (scaled to the field's
-    width), square if asked, kept inside the field; at the field's own resolution."""
-    padding = round(params.crop.padding * img.width / REFERENCE_WIDTH)
-    w = crop_window(Box(*box), img.width, img.height, padding, params.crop.square)
-    return img.crop((w.xmin, w.ymin, w.xmax, w.ymax))
+    """One cell as the crop stage cuts it (`crop.padding`, `crop.square`)."""
+    return cut_cell(img, box, params.crop.padding, params.crop.square)
 
 
 def classify(model: keras.Model, x: np.ndarray, out: Head, tta: bool) -> list[tuple[str, dict[str, float]]]:

@@ -13,18 +13,26 @@ from PIL import Image, ImageEnhance
 from pipeline.core.classes import CLASSES
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import SourceParams, load_params
+from pipeline.data import sources
 from pipeline.data.fetch import format_manifest, manifest_of
-from pipeline.data.sources import class_of, draw_roles, read_source
+from pipeline.data.sources import class_of, draw_roles
 from pipeline.data.split import split_crops
 from tests.helpers import REPO, smear
 
 SPLIT = load_params(REPO / "params.yaml").split
 
 
+PARAMS = load_params(REPO / "params.yaml")
+
+
 def source(path, **changes) -> SourceParams:
     values = {"enabled": True, "kind": "folders", "path": str(path), "manifest": None, "domain": "lab",
-              "classes": {}, "take_per_class": 0, "seed": 1} | changes  # fmt: skip
+              "classes": {}, "take_per_class": 0, "seed": 1, "cut": "whole"} | changes  # fmt: skip
     return SourceParams(**values)
+
+
+def read_source(name, p, classes):
+    return sources.read_source(name, p, classes, PARAMS.localize, PARAMS.crop)
 
 
 def cell(path, seed: int, size=(64, 64), mode="RGB") -> None:
@@ -191,3 +199,18 @@ def test_a_trained_cells_near_duplicate_is_dropped_not_tested(tmp_path):
 def test_the_default_params_keep_every_source_off(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     assert params["sources"] and not any(s["enabled"] for s in params["sources"].values())
+
+
+def test_cells_are_cut_where_the_localiser_finds_one_else_kept_whole(tmp_path):
+    from tests.helpers import ROUND, field
+
+    (tmp_path / "lab" / "lymphocyte").mkdir(parents=True)
+    Image.fromarray(field([ROUND], seed=1)).save(tmp_path / "lab" / "lymphocyte" / "found.png")
+    Image.new("RGB", (320, 240), (235, 215, 220)).save(tmp_path / "lab" / "lymphocyte" / "blank.png")
+    cells, report = read_source("mylab", source(tmp_path / "lab", cut="localiser"), CLASSES)
+    by_name = dict(zip(cells["origin"].map(os.path.basename), cells["image"], strict=True))
+    assert by_name["blank.png"].size == (320, 240) and report["no_cell_found_whole_image"] == 1
+    cut = by_name["found.png"]
+    assert cut.size[0] < 160 and cut.size[0] == cut.size[1]  # the cell and a rim, square as crop.square
+    whole, _ = read_source("mylab", source(tmp_path / "lab", cut="whole"), CLASSES)
+    assert {img.size for img in whole["image"]} == {(320, 240)}
