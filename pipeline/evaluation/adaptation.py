@@ -4,7 +4,8 @@ class of a new lab buy on the rest of that lab's cells, and what does it cost on
 Each run is one `dvc exp run` named `adapt-<source>-k<k>-s<seed>`: the source in params `sources`
 is enabled with `take_per_class: k` and `seed: s` (which cells are drawn); its other cells are that
 domain's test. k = 0 is the baseline model (trained on BCCD alone), scored on all the lab's cells
-where the baseline scored them (PBC: evaluate's whole-image mode, the same view of the cells).
+where the baseline scored them (PBC: evaluate's localiser mode, the cell cut as the sources stage
+cuts it with `cut: localiser`).
 """
 
 import math
@@ -88,7 +89,7 @@ def curve_rows(exp_show: Iterable[Mapping], source: str) -> pd.DataFrame:
                              "bccd.accuracy": metrics.get("domains.bccd.accuracy", math.nan),
                              "bccd.macro_f1": metrics.get("domains.bccd.macro_f1", math.nan)})  # fmt: skip
         if runs and base_metrics:
-            whole = f"external.{source}.whole_image"
+            whole = f"external.{source}.localiser"
             rows.append({"k": 0, "seed": 0, "experiment": f"baseline {baseline.get('rev', '')[:7]}",
                          "cells": f"all {int(base_metrics.get(f'{whole}.n_images', 0))} cells, zero-shot",
                          "lab.accuracy": base_metrics.get(f"{whole}.accuracy", math.nan),

@@ -32,7 +32,7 @@ def shown() -> list[dict]:
                             "bccd": {"accuracy": bccd, "macro_f1": bccd - 0.01, "n_images": 69}}}  # fmt: skip
 
     whole = {"accuracy": 0.6, "macro_f1": 0.5, "n_images": 600}
-    base = {"test": {"accuracy": 0.93, "macro_f1": 0.91}, "external": {"pbc": {"whole_image": whole}}}
+    base = {"test": {"accuracy": 0.93, "macro_f1": 0.91}, "external": {"pbc": {"localiser": whole}}}
     experiments = [
         {"revs": [rev("adapt-pbc-k5-s1", adapted(0.80, 0.92, 580), 5)]},
         {"revs": [rev("adapt-pbc-k5-s2", adapted(0.84, 0.94, 580), 5)]},
