@@ -11,7 +11,12 @@
    `dvc pull` (every output, or the model alone) and `wbc predict` on one photo.
 
     WBC_MIRRORS=../shared/datasets python scripts/benchmark.py [--stages ...] [--fit-epochs 2]
+5. With --predict-models: `wbc predict`'s images/s (localiser, crops, classifier with the params'
+   TTA) for each model file on the same photos, in this process, and the ratio to the first: what
+   an ensemble costs a lab against a single model.
+
     python scripts/benchmark.py --clone-to-predict PHOTO
+    python scripts/benchmark.py --predict-models models/model.keras other.keras --photos 40
 """
 
 import argparse
@@ -25,7 +30,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # for tests.helpers.copy_repo when run as a script
-STAGES = ["fetch", "fetch_external", "crop", "split", "augment", "resize", "train", "evaluate"]
+STAGES = ["fetch", "fetch_external", "sources", "crop", "split", "augment", "resize", "train", "evaluate"]
 
 
 def timed(cmd: list[str], cwd: Path, env: dict) -> float:
@@ -138,12 +143,39 @@ def clone_to_predict(photo: Path, env: dict) -> None:
             )
 
 
+def predict_speed(models: list[Path], photos: int) -> None:
+    """Images/s of the predict path per model on the first `photos` BCCD photos (one warm-up pass)."""
+    from pipeline.core.params import load_params
+    from pipeline.data.arrays import class_list, load_npz
+    from pipeline.data.images import load_rgb
+    from pipeline.inference.classify import load_model_file, model_head, predict_images
+    from pipeline.model.ensemble import members_of
+
+    params = load_params(REPO / "params.yaml")
+    files = sorted((REPO / "data/raw/BCCD/JPEGImages").glob("*.jpg"))[:photos]
+    images = [(f.name, load_rgb(f), None) for f in files]
+    classes = class_list(load_npz(REPO / "data/resized/test.npz", keys=("classes",)))
+    first = None
+    for path in models:
+        model = load_model_file(path)
+        out = model_head(model, classes)
+        predict_images(images[:4], model, params, out)  # warm-up: graph tracing
+        start = time.perf_counter()
+        predict_images(images, model, params, out)
+        rate = len(images) / (time.perf_counter() - start)
+        first = first or rate
+        what = f"{len(members_of(model))} member(s), TTA {params.evaluate.tta}, {len(images)} photos"
+        print(f"predict  {rate:7.2f} images/s  ({first / rate:.2f}x the first's time)  {path} ({what})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", nargs="+", default=STAGES, help="stages to time, in order")
     parser.add_argument("--fit-epochs", type=int, default=2, help="timed epochs per fit (0: skip)")
     parser.add_argument("--bootstrap-only", action="store_true", help="time only the bootstrap (item 3)")
     parser.add_argument("--clone-to-predict", type=Path, metavar="PHOTO", help="time only item 4, on PHOTO")
+    parser.add_argument("--predict-models", type=Path, nargs="+", help="time only item 5: these model files")
+    parser.add_argument("--photos", type=int, default=40, help="BCCD photos for --predict-models")
     args = parser.parse_args()
     env = {
         **os.environ,
@@ -155,6 +187,9 @@ def main() -> None:
         "GIT_COMMITTER_NAME": "benchmark",
         "GIT_COMMITTER_EMAIL": "benchmark@example.invalid",
     }
+    if args.predict_models:
+        predict_speed(args.predict_models, args.photos)
+        return
     if args.clone_to_predict:
         clone_to_predict(args.clone_to_predict.resolve(), env)
         return
