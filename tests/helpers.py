@@ -173,7 +173,9 @@ def tiny_project(work: Path) -> tuple[Path, dict]:
     params["split"].update(val_fraction=0.25, dedup_max_distance=2)
     params["augment"].update(target_per_class=12)
     params["resize"].update(height=32, width=32)
-    params["train"].update(model="lenet", epochs=2, batch_size=8, members=1)  # ensembles: tests/e2e/test_cv.py
+    params["train"].update(
+        model="lenet", epochs=2, batch_size=8, members=1
+    )  # ensembles: tests/e2e/test_cv.py
     params["evaluate"].update(bootstrap_resamples=50, gallery_size=6)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {

@@ -81,3 +81,27 @@ def test_intervals_are_seeded_and_none_when_off():
     y, p, g = TRUE, PRED, np.arange(8)
     assert ci(y, p, g) == ci(y, p, g)
     assert bootstrap_intervals(y, p, g, {}, resamples=0, confidence=0.9, seed=0) == {}
+
+
+def test_each_domain_is_scored_apart_and_the_summary_names_them_only_when_there_are_several():
+    from pipeline.core.params import load_params
+    from pipeline.evaluation.report import domain_reports, headline
+    from tests.helpers import REPO
+
+    p = load_params(REPO / "params.yaml").evaluate.model_copy(update={"bootstrap_resamples": 50})
+    truth = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
+    guess = np.array([0, 1, 2, 3, 0, 1, 2, 3, 3, 3])  # right on every bccd cell, 2 of 4 lab cells
+    arrays = {"y": truth, "nucleus": np.array([NUCLEUS_INDEX[c] for c in truth]),
+              "source_image": np.array([f"s{i}" for i in range(10)]), "classes": np.array(CLASSES),
+              "domain": np.array(["bccd"] * 6 + ["lab"] * 4)}  # fmt: skip
+    probs = {"type": np.eye(4)[guess]}
+    found = domain_reports(arrays, probs, p)
+    assert found["bccd"]["accuracy"] == 1.0 and found["bccd"]["n_images"] == 6
+    assert found["lab"]["accuracy"] == 0.5 and found["lab"]["n_images"] == 4
+    assert len(found["lab"]["accuracy_ci"]) == 2 and "confusion" not in found["lab"]
+    report = {s: {"accuracy": 0.8, "macro_f1": 0.7} for s in ("test", "val")}
+    assert "lab_test_accuracy" in headline(report | {"domains": found})
+    assert not any(k.startswith("bccd_") for k in headline(report | {"domains": {"bccd": found["bccd"]}}))
+
+
+NUCLEUS_INDEX = {0: 0, 1: 0, 2: 1, 3: 1}  # neutrophil, eosinophil: poly; lymphocyte, monocyte: mono
