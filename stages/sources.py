@@ -2,16 +2,28 @@
 folders of class folders, or CSVs), one PNG per cell and a manifest with each cell's domain and
 role (trained on, test, or split like BCCD). No source enabled: an empty manifest, BCCD alone."""
 
+from functools import partial
+
+import numpy as np
 import pandas as pd
+from PIL import Image
 
 from pipeline.core import paths
 from pipeline.core.atomic import atomic_dir
 from pipeline.core.classes import class_names
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
+from pipeline.data.crop import cut_cell
 from pipeline.data.images import save_png
 from pipeline.data.sources import COLUMNS, draw_roles, read_source
+from pipeline.inference.localize import find_wbcs
 from pipeline.stage import run_stage
+
+
+def best_cell(image: Image.Image, params: Params) -> Image.Image | None:
+    """The localiser's best cell in a labelled image, cut like a BCCD crop; None if it finds none."""
+    found = find_wbcs(np.asarray(image), params.localize)
+    return cut_cell(image, found[0].box, params.crop.padding, params.crop.square) if found else None
 
 
 def main(params: Params) -> dict:
@@ -26,7 +38,7 @@ def main(params: Params) -> dict:
                 f"sources.{name}: domain {source.domain!r} is already {domains[source.domain]}'s"
             )
         domains[source.domain] = f"sources.{name}"
-        cells, report[name] = read_source(name, source, classes, params.localize, params.crop)
+        cells, report[name] = read_source(name, source, classes, partial(best_cell, params=params))
         cells["role"] = draw_roles(cells, source.take_per_class, source.seed)
         report[name] |= {"domain": source.domain, **cells["role"].value_counts().sort_index().to_dict()}
         frames.append(cells)

@@ -9,19 +9,17 @@ platelets, immature granulocytes...) are dropped and counted. Each image is its 
 import csv
 import hashlib
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+from PIL import Image
 
 from pipeline.core.classes import ALIASES, NUCLEUS, OTHER_CELLS
 from pipeline.core.errors import PipelineError
-from pipeline.core.params import CropParams, LocalizeParams, SourceParams
-from pipeline.data.crop import cut_cell
+from pipeline.core.params import SourceParams
 from pipeline.data.fetch import read_manifest, verify_tree
 from pipeline.data.images import load_rgb
-from pipeline.inference.localize import find_wbcs
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 MIN_SIDE = 32  # a smaller image holds no classifiable cell
@@ -87,11 +85,12 @@ def csv_rows(path: Path) -> list[tuple[Path, str]]:
 
 
 def read_source(
-    name: str, p: SourceParams, classes: Iterable[str], localize: LocalizeParams, crop: CropParams
+    name: str, p: SourceParams, classes: Iterable[str], find_cell: Callable[[Image.Image], Image.Image | None]
 ) -> tuple[pd.DataFrame, dict]:
     """The source's cells (one row each, COLUMNS but `role`, with the `image`s decoded) and a report.
-    With `cut: localiser` each image is cut to the best cell the localiser finds, as `wbc predict`
-    and the crop stage would cut it (so a lab's cells reach the model at BCCD's scale).
+    With `cut: localiser` each image is cut to `find_cell`'s cell (the stage passes the localiser's
+    best cell, cut like a BCCD crop, as `wbc predict` would: a lab's cells reach the model at BCCD's
+    scale); where it finds none the whole image is kept, and counted.
 
     Refused: a file that is not an image, an image smaller than MIN_SIDE, an unknown class name,
     the same bytes under two classes, a file that does not match the source's manifest.
@@ -129,11 +128,9 @@ def read_source(
         if min(image.size) < MIN_SIDE:
             raise PipelineError(f"{where}: {image.size[0]}x{image.size[1]} pixels, smaller than {MIN_SIDE}")
         if p.cut == "localiser":
-            found = find_wbcs(np.asarray(image), localize)
-            if found:
-                image = cut_cell(image, found[0].box, crop.padding, crop.square)
-            else:
-                whole += 1
+            cell = find_cell(image)
+            whole += cell is None
+            image = image if cell is None else cell
         crop_id = f"{p.domain}_{len(rows):05d}"
         rows.append({"crop_id": crop_id, "source_image": crop_id, "label": cls, "nucleus": NUCLEUS[cls],
                      "domain": p.domain, "origin": path.as_posix(), "sha256": digest,

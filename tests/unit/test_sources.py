@@ -3,6 +3,7 @@ dropped and counted, bad input refused naming the file, the few-shot draw, and t
 domain that never lets a trained-on cell be tested on."""
 
 import os
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from pipeline.data import sources
 from pipeline.data.fetch import format_manifest, manifest_of
 from pipeline.data.sources import class_of, draw_roles
 from pipeline.data.split import split_crops
+from stages.sources import best_cell
 from tests.helpers import REPO, smear
 
 SPLIT = load_params(REPO / "params.yaml").split
@@ -32,7 +34,7 @@ def source(path, **changes) -> SourceParams:
 
 
 def read_source(name, p, classes):
-    return sources.read_source(name, p, classes, PARAMS.localize, PARAMS.crop)
+    return sources.read_source(name, p, classes, partial(best_cell, params=PARAMS))
 
 
 def cell(path, seed: int, size=(64, 64), mode="RGB") -> None:
