@@ -154,15 +154,17 @@ def paired(rows: pd.DataFrame, a: str, b: str, metric: str, confidence: float = 
 
 
 def ensemble_section(curve: pd.DataFrame) -> str:
-    """The report's part on ensemble size (from `members_rows`): mean ± sd per size, and the
-    largest ensemble of each setting against its first member alone, paired on the same runs."""
+    """The report's part on ensemble size (from `members_rows`): mean ± sd per size, and each size
+    of each setting against its first member alone, paired on the same runs."""
     if curve.empty:
         return ""
     sizes = summarize(curve)
     base = curve["setting"].str.rsplit(" first ", n=1).str[0]
     k = curve["setting"].str.rsplit(" ", n=1).str[1].astype(int)
-    ends = [(f"{s} first 1", f"{s} first {k[base == s].max()}") for s in sorted(base.unique())]
-    comparisons = [paired(curve, a, b, m) for a, b in ends if a != b for m in SELECT_ON]
+    pairs = [
+        (f"{s} first 1", f"{s} first {n}") for s in sorted(base.unique()) for n in sorted(set(k[base == s]))
+    ]
+    comparisons = [paired(curve, a, b, m) for a, b in pairs if a != b for m in SELECT_ON]
     return "\n## Ensemble size (each run's first k members)\n\n" + markdown(sizes, comparisons)
 
 
@@ -182,7 +184,7 @@ def markdown(summary: pd.DataFrame, comparisons: Sequence[Mapping]) -> str:
     text = "\n".join(lines) + "\n\nMean ± sd over runs; `val.*` is each run's held-out fold (chosen on),"
     text += " `test.*` the untouched test split (shown, never chosen on).\n"
     if comparisons:
-        text += "\n" + "\n".join(f"- {c['verdict']}" for c in comparisons) + "\n"
+        text += "\n" + "\n".join(f"- {c['b']} vs {c['a']}: {c['verdict']}" for c in comparisons) + "\n"
     return text
 
 
