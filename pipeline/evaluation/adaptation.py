@@ -98,7 +98,10 @@ def curve_rows(exp_show: Iterable[Mapping], source: str) -> pd.DataFrame:
                          "bccd.macro_f1": base_metrics.get("test.macro_f1", math.nan)})  # fmt: skip
             rows += runs
     columns = ["k", "seed", "experiment", "cells", *METRICS]
-    return pd.DataFrame(rows, columns=columns).sort_values(["k", "seed"], ignore_index=True)
+    frame = pd.DataFrame(rows, columns=columns)
+    # runs queued from several commits of one model: its baseline once
+    frame = frame[(frame["k"] > 0) | ~frame.duplicated(["k", *METRICS])]
+    return frame.sort_values(["k", "seed"], ignore_index=True)
 
 
 def curve(rows: pd.DataFrame) -> pd.DataFrame:

@@ -57,3 +57,5 @@ def test_the_curve_has_the_baseline_at_k_0_and_the_mean_over_seeds():
     assert "| 5 | 2 | 0.820 ± 0.028 | 0.800 ± 0.028 | 0.930 ± 0.014 |" in text
     assert list(adaptation.dvc_curve(adaptation.curve(rows)).columns) == ["k", *adaptation.METRICS]
     assert adaptation.curve_rows(shown(), "nothing").empty
+    twice = [*shown(), shown()[1] | {"rev": "def4567890"}]  # runs queued from two commits of one model
+    assert list(adaptation.curve_rows(twice, "pbc")["k"]) == [0, 5, 5, 5, 5, 25, 25]
