@@ -25,7 +25,7 @@ from pipeline.model.zoo import build_model
 from tests.helpers import REPO, TYPES, tiny
 
 TRAIN = load_params(REPO / "params.yaml").train.model_copy(
-    update={"model": "lenet", "epochs": 4, "batch_size": 8, "deterministic": True}
+    update={"model": "lenet", "epochs": 4, "batch_size": 8, "deterministic": True, "members": 1}
 )
 
 
@@ -93,8 +93,8 @@ def test_fingerprint_changes_with_params_and_data(tmp_path):
 @pytest.mark.e2e
 def test_killed_train_stage_resumes_and_ends_with_a_model(tmp_path):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["train"].update(model="lenet", epochs=6, batch_size=8, early_stopping={**params["train"][
-        "early_stopping"], "enabled": False})  # fmt: skip
+    stopping = {**params["train"]["early_stopping"], "enabled": False}
+    params["train"].update(model="lenet", epochs=6, batch_size=8, members=1, early_stopping=stopping)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "dvc.lock").write_text("stages: {}\n")
     (tmp_path / paths.RESIZED).mkdir(parents=True)

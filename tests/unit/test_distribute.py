@@ -56,7 +56,7 @@ SCRIPT = textwrap.dedent(
 
     train, val = coloured(96, 0), coloured(32, 1)
     base = load_params(REPO / "params.yaml").train.model_copy(
-        update={"epochs": 4, "batch_size": 16, "dropout": 0.0}
+        update={"epochs": 4, "batch_size": 16, "dropout": 0.0, "members": 1}
     )
     runs = {}
 

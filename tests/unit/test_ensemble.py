@@ -17,7 +17,7 @@ from pipeline.model.zoo import build_model
 from tests.helpers import REPO, TYPES, tiny
 
 TRAIN = load_params(REPO / "params.yaml").train.model_copy(
-    update={"model": "lenet", "epochs": 3, "batch_size": 8, "deterministic": True}
+    update={"model": "lenet", "epochs": 3, "batch_size": 8, "deterministic": True, "members": 1}
 )
 
 
