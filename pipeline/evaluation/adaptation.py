@@ -59,13 +59,19 @@ def _data(rev: Mapping, kind: str, path: str) -> dict:
     return flatten(found.get("data") or {})
 
 
+def _train(rev: Mapping) -> dict:
+    return {k: v for k, v in _data(rev, "params", "params.yaml").items() if k.startswith("train.")}
+
+
 def curve_rows(exp_show: Iterable[Mapping], source: str) -> pd.DataFrame:
     """One row per finished run of `source` (k, seed, the domain's and BCCD's test metrics), and
-    the baseline (k = 0) of the commit they were run on."""
+    the baseline (k = 0) of the commit they were run on when it trains the same model (the same
+    `train` params: a run that overrides them, say `train.members`, has no baseline there)."""
     rows = []
     for baseline in exp_show:
         base_metrics = _data(baseline, "metrics", "metrics/evaluate.json")
-        runs = []
+        base_train = _train(baseline)
+        runs, same_model = [], False
         for exp in baseline.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state", "success")
             for rev in exp.get("revs") or []:
@@ -82,13 +88,14 @@ def curve_rows(exp_show: Iterable[Mapping], source: str) -> pd.DataFrame:
                 domain = _data(rev, "params", "params.yaml").get(f"sources.{source}.domain", source)
                 if f"domains.{domain}.accuracy" not in metrics:
                     continue
+                same_model |= _train(rev) == base_train
                 runs.append({"k": int(match["k"]), "seed": int(match["seed"]), "experiment": rev["name"],
                              "cells": f"{domain} test ({int(metrics[f'domains.{domain}.n_images'])} cells)",
                              "lab.accuracy": metrics[f"domains.{domain}.accuracy"],
                              "lab.macro_f1": metrics[f"domains.{domain}.macro_f1"],
                              "bccd.accuracy": metrics.get("domains.bccd.accuracy", math.nan),
                              "bccd.macro_f1": metrics.get("domains.bccd.macro_f1", math.nan)})  # fmt: skip
-        if runs and base_metrics:
+        if runs and base_metrics and same_model:
             whole = f"external.{source}.localiser"
             rows.append({"k": 0, "seed": 0, "experiment": f"baseline {baseline.get('rev', '')[:7]}",
                          "cells": f"all {int(base_metrics.get(f'{whole}.n_images', 0))} cells, zero-shot",

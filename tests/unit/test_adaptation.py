@@ -59,3 +59,8 @@ def test_the_curve_has_the_baseline_at_k_0_and_the_mean_over_seeds():
     assert adaptation.curve_rows(shown(), "nothing").empty
     twice = [*shown(), shown()[1] | {"rev": "def4567890"}]  # runs queued from two commits of one model
     assert list(adaptation.curve_rows(twice, "pbc")["k"]) == [0, 5, 5, 5, 5, 25, 25]
+    other = shown()
+    for exp in other[1]["experiments"]:  # every run trains another model than its baseline
+        exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"] = {"members": 1}
+    other[1]["data"]["params"] = {"params.yaml": {"data": {"train": {"members": 2}}}}
+    assert 0 not in set(adaptation.curve_rows(other, "pbc")["k"])
