@@ -103,7 +103,7 @@ def curve_rows(exp_show: Iterable[Mapping], source: str) -> pd.DataFrame:
                          "lab.macro_f1": base_metrics.get(f"{whole}.macro_f1", math.nan),
                          "bccd.accuracy": base_metrics.get("test.accuracy", math.nan),
                          "bccd.macro_f1": base_metrics.get("test.macro_f1", math.nan)})  # fmt: skip
-            rows += runs
+        rows += runs
     columns = ["k", "seed", "experiment", "cells", *METRICS]
     frame = pd.DataFrame(rows, columns=columns)
     # runs queued from several commits of one model: its baseline once
