@@ -226,7 +226,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     wall = time.perf_counter()
     params = load_params()
     p = params.train
-    update = {"mixed_precision": args.precision == "mixed"}
+    # One model is timed: an ensemble (train.members) trains that many of them, one after another.
+    update = {"mixed_precision": args.precision == "mixed", "members": 1}
     for key in ("model", "epochs"):
         if getattr(args, key) is not None:
             update[key] = getattr(args, key)
