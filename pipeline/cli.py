@@ -124,20 +124,25 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def queue(commands: list[list[str]], dry_run: bool) -> int:
+    """Print and run `dvc exp run --queue` commands (a study's runs); `dvc queue start` runs them."""
+    for cmd in commands:
+        print(" ".join(cmd))
+        if not dry_run:
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise PipelineError(f"{' '.join(cmd[:6])}: {done.stderr.strip()[-500:]}")
+    if not dry_run:
+        print(f"queued {len(commands)} runs: run them with `dvc queue start` or `dvc exp run --run-all`")
+    return 0
+
+
 def cv_queue(args: argparse.Namespace) -> int:
     """Queue one DVC experiment per fold and seed of a setting; `dvc queue start` runs them."""
     from pipeline.evaluation.cv import queue_commands
 
     commands = queue_commands(args.setting, args.set, args.folds, args.seeds, args.external)
-    for cmd in commands:
-        print(" ".join(cmd))
-        if not args.dry_run:
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise PipelineError(f"{' '.join(cmd[:6])}: {done.stderr.strip()[-500:]}")
-    if not args.dry_run:
-        print(f"queued {len(commands)} runs: run them with `dvc queue start` or `dvc exp run --run-all`")
-    return 0
+    return queue(commands, args.dry_run)
 
 
 def cv_report(args: argparse.Namespace) -> int:
@@ -184,15 +189,7 @@ def adapt_queue(args: argparse.Namespace) -> int:
             f"adapt: no source {args.source!r} in {args.params} (sources: {', '.join(params.sources)})"
         )
     commands = queue_commands(args.source, args.k, args.seeds, args.set, args.external)
-    for cmd in commands:
-        print(" ".join(cmd))
-        if not args.dry_run:
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise PipelineError(f"{' '.join(cmd[:6])}: {done.stderr.strip()[-500:]}")
-    if not args.dry_run:
-        print(f"queued {len(commands)} runs: run them with `dvc queue start` or `dvc exp run --run-all`")
-    return 0
+    return queue(commands, args.dry_run)
 
 
 def adapt_report(args: argparse.Namespace) -> int:

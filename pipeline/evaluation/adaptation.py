@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import PipelineError
-from pipeline.tracking.runs import flatten
+from pipeline.evaluation.cv import file_data
 
 NAME = re.compile(r"^adapt-(?P<source>[a-z0-9_]+)-k(?P<k>\d+)-s(?P<seed>\d+)$")
 METRICS = ("lab.accuracy", "lab.macro_f1", "bccd.accuracy", "bccd.macro_f1")
@@ -55,8 +55,7 @@ def queue_commands(
 
 
 def _data(rev: Mapping, kind: str, path: str) -> dict:
-    found = ((rev.get("data") or {}).get(kind) or {}).get(path) or {}
-    return flatten(found.get("data") or {})
+    return file_data(rev.get("data") or {}, kind, path)
 
 
 def _train(rev: Mapping) -> dict:

@@ -62,7 +62,7 @@ def queue_commands(
     return commands
 
 
-def _file_data(data: Mapping, kind: str, path: str) -> dict:
+def file_data(data: Mapping, kind: str, path: str) -> dict:
     found = (data.get(kind) or {}).get(path) or {}
     return flatten(found.get("data") or {})
 
@@ -72,16 +72,16 @@ def study_rows(exp_show: Iterable[Mapping]) -> pd.DataFrame:
     and `changes` (the params that differ from the baseline, but for what a study varies)."""
     rows = []
     for baseline in exp_show:
-        base = _file_data(baseline["data"], "params", "params.yaml")
+        base = file_data(baseline["data"], "params", "params.yaml")
         for exp in baseline.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state", "success")
             for rev in exp.get("revs") or []:
                 match = NAME.match(rev.get("name") or "")
                 data = rev.get("data") or {}
-                metrics = _file_data(data, "metrics", "metrics/evaluate.json")
+                metrics = file_data(data, "metrics", "metrics/evaluate.json")
                 if not match or not metrics or state != "success" or data.get("rev") == "workspace":
                     continue  # not a study run, or not finished (a running one shows the workspace's)
-                params = _file_data(data, "params", "params.yaml")
+                params = file_data(data, "params", "params.yaml")
                 changes = {k: v for k, v in params.items() if base.get(k) != v and k not in VARIES}
                 rows.append({
                     "setting": match["setting"], "fold": int(match["fold"]), "seed": int(match["seed"]),
