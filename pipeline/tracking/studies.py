@@ -1,8 +1,9 @@
-"""A cross-validation study in MLflow: a parent run per setting holding the mean ± sd of its runs,
-with the setting's model runs (one per fold and seed, made by `train`) nested under it."""
+"""Studies in MLflow: a parent run per CV setting (mean ± sd of its runs) or per adaptation source
+(the learning curve), with the study's model runs (made by `train`) nested under it."""
 
 import math
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 
 from pipeline.tracking.store import connect
 
@@ -20,28 +21,14 @@ def log_setting(summary: Mapping, experiments: Sequence[str], report_files: Sequ
     experiment = connect()
     client = mlflow.MlflowClient()
     setting = str(summary["setting"])
-    found = client.search_runs(
-        [experiment], filter_string=f"tags.`cv.setting` = '{setting}' and tags.`cv.parent` = 'true'"
-    )
-    parent = found[0] if found else client.create_run(
-        experiment, run_name=f"cv: {setting}", tags={"cv.setting": setting, "cv.parent": "true"}
-    )  # fmt: skip
-    run_id = parent.info.run_id
-    if not found:  # params are written once
+    run_id, created = _parent(client, experiment, "cv", "setting", setting)
+    if created:  # params are written once
         client.log_param(run_id, "cv.changes", str(summary["changes"])[:6000])
     for key in ("runs", "folds", "seeds"):
         client.set_tag(run_id, f"cv.{key}", str(summary[key]))
     metrics = {k: float(v) for k, v in summary.items() if k.endswith((".mean", ".sd")) and not math.isnan(v)}
     client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()])
-    for name in experiments:
-        for child in client.search_runs([experiment], filter_string=f"tags.`dvc.exp_name` = '{name}'"):
-            if child.data.tags.get("stages", "").startswith("train"):
-                client.set_tag(child.info.run_id, PARENT_TAG, run_id)
-                client.set_tag(child.info.run_id, "cv.setting", setting)
-    for path in report_files:
-        client.log_artifact(run_id, path)
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
+    return _finish(client, experiment, run_id, experiments, report_files, {"cv.setting": setting})
 
 
 def log_curve(
@@ -53,13 +40,7 @@ def log_curve(
 
     experiment = connect()
     client = mlflow.MlflowClient()
-    found = client.search_runs(
-        [experiment], filter_string=f"tags.`adapt.source` = '{source}' and tags.`adapt.parent` = 'true'"
-    )
-    parent = found[0] if found else client.create_run(
-        experiment, run_name=f"adapt: {source}", tags={"adapt.source": source, "adapt.parent": "true"}
-    )  # fmt: skip
-    run_id = parent.info.run_id
+    run_id, _ = _parent(client, experiment, "adapt", "source", source)
     points = [
         mlflow.entities.Metric(f"adapt.{key.removesuffix('.mean')}", float(value), 0, int(row["k"]))
         for row in table
@@ -67,10 +48,30 @@ def log_curve(
         if key.endswith(".mean") and not math.isnan(value)
     ]
     client.log_batch(run_id, metrics=points)
+    return _finish(client, experiment, run_id, experiments, files)
+
+
+def _parent(client, experiment: str, study: str, key: str, value: str) -> tuple[str, bool]:
+    """The study's parent run `<study>: <value>` (tags `<study>.<key>` and `<study>.parent`), found
+    or created; its id, and whether it was created now."""
+    found = client.search_runs(
+        [experiment], filter_string=f"tags.`{study}.{key}` = '{value}' and tags.`{study}.parent` = 'true'"
+    )
+    if found:
+        return found[0].info.run_id, False
+    tags = {f"{study}.{key}": value, f"{study}.parent": "true"}
+    return client.create_run(experiment, run_name=f"{study}: {value}", tags=tags).info.run_id, True
+
+
+def _finish(client, experiment: str, run_id: str, experiments: Sequence[str], files: Sequence[str],
+            child_tags: Mapping[str, str] = MappingProxyType({})) -> str:  # fmt: skip
+    """Nest the model runs of `experiments` (by their `dvc.exp_name` tag) under the parent, log the
+    report files to it and end it."""
     for name in experiments:
         for child in client.search_runs([experiment], filter_string=f"tags.`dvc.exp_name` = '{name}'"):
             if child.data.tags.get("stages", "").startswith("train"):
-                client.set_tag(child.info.run_id, PARENT_TAG, run_id)
+                for tag, value in {PARENT_TAG: run_id, **child_tags}.items():
+                    client.set_tag(child.info.run_id, tag, value)
     for path in files:
         client.log_artifact(run_id, path)
     client.set_terminated(run_id, "FINISHED")
