@@ -50,6 +50,35 @@ def voc_boxes(source: Path, images: list[Path]) -> dict[Path, list[tuple]]:
     return out
 
 
+def calibrated(model, files: list[Path], params, boxes: dict, whole_image: bool = False):
+    """`model` calibrated to the lab of `files` on their cells, without labels (AdaBN)."""
+    from pipeline.inference.classify import lab_cells
+    from pipeline.model.calibrate import calibrate
+
+    x = lab_cells(files, params, model.input_shape[1:3], whole_image=whole_image, boxes=boxes)
+    print(f"calibrating on {len(x)} cells from {len(files)} images", file=sys.stderr)
+    return calibrate(model, x)
+
+
+def calibrate_model(args: argparse.Namespace) -> int:
+    """Write a copy of the model calibrated to a lab's unlabelled photos (or single-cell images)."""
+    from pipeline.core.atomic import atomic_path
+    from pipeline.inference.classify import image_files, load_classifier
+
+    params = load_params(Path(args.params))
+    files = image_files(args.paths)
+    if not files:
+        raise PipelineError(f"no images in {', '.join(map(str, args.paths))}")
+    if args.out.suffix != ".keras":
+        raise PipelineError(f"{args.out}: the calibrated model is a .keras file")
+    boxes = voc_boxes(Path(args.boxes), files) if args.boxes else {}
+    model = calibrated(load_classifier(args.model, paths.MODEL), files, params, boxes, args.whole_image)
+    with atomic_path(args.out) as tmp:
+        model.save(tmp)
+    print(f"calibrated model: {args.out} (wbc predict --model {args.out} ...)", file=sys.stderr)
+    return 0
+
+
 def predict(args: argparse.Namespace) -> int:
     """Classify the white cells in smear photos and print each cell and the differential."""
     from pipeline.core.classes import class_names
@@ -71,6 +100,8 @@ def predict(args: argparse.Namespace) -> int:
 
         export_target(args.export_crops)  # before the work, not after it
     model = load_classifier(args.model, paths.MODEL)
+    if args.calibrate:
+        model = calibrated(model, files, params, boxes)
     out = model_head(model, class_names(params.crop.keep_basophil))
     names = out.classes
     results = classify_files(files, model, params, out, boxes)
@@ -247,7 +278,21 @@ def main(argv: list[str] | None = None) -> int:
         "--export-crops", type=Path, metavar="DIR", help="write every cell to DIR/<predicted class>/"
     )
     p.add_argument("--review-below", type=float, default=0.7, help="flag cells below this confidence (0.7)")
+    p.add_argument(
+        "--calibrate", action="store_true",
+        help="first calibrate the model to these photos' lab on their own cells (no labels; >= 32 cells)",
+    )  # fmt: skip
     p.set_defaults(run=predict)
+    k = sub.add_parser(
+        "calibrate", help="calibrate the model to a lab's microscope and stain on its unlabelled photos"
+    )
+    k.add_argument("paths", nargs="+", type=Path, help="the lab's images, or folders searched recursively")
+    k.add_argument("--out", type=Path, required=True, help="the calibrated .keras file to write")
+    k.add_argument("--model", help="a .keras file or an MLflow URI (default: models/model.keras)")
+    k.add_argument("--boxes", help="VOC file (one image) or folder of VOC files named like the images")
+    k.add_argument("--whole-image", action="store_true", help="each image is one cell (single-cell images)")
+    k.add_argument("--params", default=str(paths.PARAMS), help="crop and localize settings")
+    k.set_defaults(run=calibrate_model)
     c = sub.add_parser(
         "compare", help="paired comparison of two models' test predictions: interval, p, verdict"
     )

@@ -174,7 +174,7 @@ def tiny_project(work: Path) -> tuple[Path, dict]:
     params["augment"].update(target_per_class=12)
     params["resize"].update(height=32, width=32)
     params["train"].update(
-        model="lenet", epochs=2, batch_size=8, members=1
+        model="depthwise", epochs=2, batch_size=8, members=1
     )  # ensembles: tests/e2e/test_cv.py
     params["evaluate"].update(bootstrap_resamples=50, gallery_size=6)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

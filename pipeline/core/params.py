@@ -170,6 +170,9 @@ class EvaluateParams(_Section):
     gallery_size: int = Field(ge=0, le=400)
     tta: bool = Field(description="average predictions over the flips and quarter turns of each crop")
     external: bool = Field(description="also score the published sets and PBC (a CV study skips them)")
+    calibrate: bool = Field(
+        description="also score PBC by the model calibrated on PBC's unlabelled cells (two-fold, AdaBN)"
+    )
 
 
 class LocalizeParams(_Section):

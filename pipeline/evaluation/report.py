@@ -63,6 +63,8 @@ def headline(report: Mapping) -> dict[str, float]:
     for lab, modes in sorted(report.get("external", {}).items()):
         if "localiser" in modes:  # else every cell was trained on (an adaptation with k = all)
             out |= {f"{lab}_{m}": float(modes["localiser"][m]) for m in ("accuracy", "macro_f1")}
+        if "calibrated" in modes:  # the same, calibrated on the lab's unlabelled cells
+            out |= {f"{lab}_calibrated_{m}": float(modes["calibrated"][m]) for m in ("accuracy", "macro_f1")}
     return out
 
 

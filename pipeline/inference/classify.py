@@ -127,6 +127,37 @@ def image_files(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
+def find_cells(
+    images: Sequence[tuple[str, Image.Image, Sequence[tuple] | None]], params: Params, size: tuple[int, int]
+) -> tuple[list[list[tuple]], np.ndarray]:
+    """Each field's cells as (box, localiser score or None), and all their crops in that order: the
+    given boxes, or those the localiser finds; none in an image under MIN_SIDE."""
+    found, batches = [], [np.empty((0, *size, 3), np.uint8)]
+    for _, img, given in images:
+        if min(img.size) < MIN_SIDE:
+            cells = []
+        elif given is not None:
+            cells = [(tuple(b), None) for b in given]
+        else:
+            cells = [(d.box, d.score) for d in find_wbcs(np.asarray(img), params.localize)]
+        found.append(cells)
+        batches.append(crops(img, [b for b, _ in cells], params, size))
+    return found, np.concatenate(batches)
+
+
+def lab_cells(files: Sequence[Path], params: Params, size: tuple[int, int], *, whole_image: bool = False,
+              boxes: Mapping[Path, Sequence[tuple]] | None = None) -> np.ndarray:  # fmt: skip
+    """Every cell in `files` (found as `classify_files` finds them) as the model sees it: what a
+    lab's unlabelled photos give `pipeline.model.calibrate`. An unreadable file is an error."""
+    boxes = boxes or {}
+    x = [np.empty((0, *size, 3), np.uint8)]
+    for path in files:
+        img = load_rgb(path)
+        given = [(0, 0, img.width, img.height)] if whole_image else boxes.get(path)
+        x.append(find_cells([(str(path), img, given)], params, size)[1])
+    return np.concatenate(x)
+
+
 def predict_images(
     images: Sequence[tuple[str, Image.Image, Sequence[tuple] | None]],
     model: keras.Model,
@@ -138,18 +169,8 @@ def predict_images(
     per TTA view, not per field). A field with no cell says so in `note` rather than disappearing."""
     if not images:
         return []
-    size = model.input_shape[1:3]
-    found, batches = [], []
-    for _, img, given in images:
-        if min(img.size) < MIN_SIDE:
-            cells = []
-        elif given is not None:
-            cells = [(tuple(b), None) for b in given]
-        else:
-            cells = [(d.box, d.score) for d in find_wbcs(np.asarray(img), params.localize)]
-        found.append(cells)
-        batches.append(crops(img, [b for b, _ in cells], params, size))
-    labelled = iter(classify(model, np.concatenate(batches), out, params.evaluate.tta))
+    found, x = find_cells(images, params, model.input_shape[1:3])
+    labelled = iter(classify(model, x, out, params.evaluate.tta))
     results = []
     for (name, img, given), cells in zip(images, found, strict=True):
         if not cells:

@@ -1,0 +1,58 @@
+"""Calibrate a trained model to a lab's microscope and stain without labels: AdaBN (Li et al. 2016).
+
+Every batch-norm layer keeps the mean and variance of the features it saw in training, BCCD's. On
+another lab's cells those features sit elsewhere (another stain, another optics), and the layers
+then push them further off. Replacing the statistics with those of the lab's own unlabelled cells,
+layer by layer in order, re-centres every layer on the new lab; no weight is trained and no label
+is used. Measured on PBC-dev (README: "Calibrating to a lab without labels"): the zero-shot
+accuracy goes from 0.56 to 0.84.
+"""
+
+import keras
+import numpy as np
+
+from pipeline.core.errors import PipelineError
+from pipeline.model.ensemble import average, members_of
+
+MIN_CELLS = 32  # fewer cells give statistics too noisy to replace BCCD's with
+
+
+def norm_layers(model: keras.Model) -> list[keras.layers.BatchNormalization]:
+    """The batch-norm layers of a single model (an ensemble's are inside its members)."""
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+
+
+def calibratable(model: keras.Model) -> bool:
+    """Whether every member has batch-norm statistics to calibrate (lenet, varra... have none)."""
+    return all(norm_layers(m) for m in members_of(model))
+
+
+def _calibrate_member(member: keras.Model, x: np.ndarray, batch_size: int) -> keras.Model:
+    copy = keras.models.clone_model(member)
+    copy.set_weights(member.get_weights())
+    norms = norm_layers(copy)
+    if not norms:
+        raise PipelineError(f"calibrate: model {member.name!r} has no batch-norm layer to calibrate")
+    for norm in norms:  # in graph order: each layer sees the earlier ones already calibrated
+        features = keras.Model(copy.inputs, norm.input).predict(x, batch_size=batch_size, verbose=0)
+        axes = tuple(range(features.ndim - 1))
+        norm.moving_mean.assign(features.mean(axes, dtype=np.float64).astype(np.float32))
+        norm.moving_variance.assign(features.var(axes, dtype=np.float64).astype(np.float32))
+    return copy
+
+
+def calibrate(
+    model: keras.Model, x: np.ndarray, batch_size: int = 64, min_cells: int = MIN_CELLS
+) -> keras.Model:
+    """A copy of `model` (a single model or an ensemble, each member apart) with every batch-norm
+    layer's statistics taken from `x`, a lab's cells as the model sees them ((n, h, w, 3) uint8).
+    `model` itself is left unchanged."""
+    if len(x) < max(min_cells, 2):
+        raise PipelineError(f"calibrate: {len(x)} cells found; at least {max(min_cells, 2)} are needed")
+    members = members_of(model)
+    calibrated = [_calibrate_member(m, x, batch_size) for m in members]
+    if members == [model]:
+        return calibrated[0]
+    for member, original in zip(calibrated, members, strict=True):
+        member.name = original.name
+    return average(calibrated)
