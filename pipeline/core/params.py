@@ -119,8 +119,9 @@ class AugmentParams(_Section):
 class ResizeParams(_Section):
     height: int = Field(ge=8, le=1024)
     width: int = Field(ge=8, le=1024)
-    colour: Literal["rgb", "stain_norm", "gray"] = Field(description="what every crop's colour becomes")
+    colour: Literal["rgb", "stain_norm", "reinhard", "gray"] = Field(description="the colour treatment")
     stain_reference: list[float] = Field(min_length=4, max_length=4, description="H p50, H p99, E p50, E p99")
+    lab_reference: list[float] = Field(min_length=6, max_length=6, description="L, a, b mean; L, a, b sd")
 
 
 MODELS = ("varra", "fischbach", "lenet", "depthwise", "cnn_bilstm", "mobilenetv2", "efficientnetb0")

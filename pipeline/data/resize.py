@@ -13,25 +13,28 @@ from pipeline.core.params import ResizeParams
 from pipeline.core.paths import BCCD_DOMAIN
 from pipeline.data import stain
 
-Colour = tuple[float, float, float, float] | str | None
+Colour = tuple[str, tuple[float, ...]] | str | None  # (treatment, its reference), "gray", or None
+TREATMENTS = {"stain_norm": stain.normalise, "reinhard": stain.reinhard}
 
 
 def resize_image(img: Image.Image, height: int, width: int, colour: Colour = None) -> np.ndarray:
-    """A crop as the model sees it: at `height` x `width`, and in the reference stain (a 4-tuple)
-    or grey (the string "gray") when asked. One function serves the resize stage and inference, so
-    training and prediction agree."""
+    """A crop as the model sees it: at `height` x `width`, and normalised to a reference
+    (("stain_norm" | "reinhard", reference)) or grey ("gray") when asked. One function serves the
+    resize stage and inference, so training and prediction agree."""
     if colour == "gray":
         img = img.convert("L").convert("RGB")
     elif colour is not None:
-        img = Image.fromarray(stain.normalise(np.asarray(img), colour))
+        treatment, reference = colour
+        img = Image.fromarray(TREATMENTS[treatment](np.asarray(img), reference))
     return np.asarray(img.resize((width, height), Image.Resampling.LANCZOS), dtype=np.uint8)
 
 
 def colour_mode(p: ResizeParams) -> Colour:
-    """How `resize_image` treats colour under the params: as is, grey, or normalised to the stain."""
-    if p.colour == "gray":
-        return "gray"
-    return tuple(p.stain_reference) if p.colour == "stain_norm" else None
+    """How `resize_image` treats colour under the params: as is, grey, or normalised to BCCD's."""
+    references = {"stain_norm": p.stain_reference, "reinhard": p.lab_reference}
+    if p.colour in references:
+        return p.colour, tuple(references[p.colour])
+    return "gray" if p.colour == "gray" else None
 
 
 def split_arrays(

@@ -1,10 +1,11 @@
 """Stain in optical density: each pixel's haematoxylin, eosin and DAB densities (scikit-image's colour
 deconvolution, Ruifrok & Johnston), changed and put back by Beer-Lambert: a density change adds, so
 the light multiplies. Only the change goes back to RGB, so no change is the image itself (a full
-round trip would clip the colours outside the three stains' gamut)."""
+round trip would clip the colours outside the three stains' gamut). And Reinhard's colour transfer in
+Lab, the classic stain normalisation that needs no stain vectors."""
 
 import numpy as np
-from skimage.color import rgb2hed, rgb_from_hed
+from skimage.color import lab2rgb, rgb2hed, rgb2lab, rgb_from_hed
 
 LOG_ADJUST = -np.log(1e-6)  # scikit-image's densities are natural-log optical density / this
 
@@ -40,3 +41,16 @@ def normalise(rgb: np.ndarray, reference: tuple[float, float, float, float]) -> 
         gain = (r99 - r50) / max(p99 - p50, 1e-6)
         change[..., channel] = r50 + (c - p50) * gain - c
     return add_density(rgb, change)
+
+
+def reinhard(rgb: np.ndarray, reference: tuple[float, ...]) -> np.ndarray:
+    """A crop in the reference lab's colours (Reinhard et al. 2001): each Lab channel shifted and
+    scaled so that the crop's mean and sd are the reference's (L, a, b means, then sds). Per crop,
+    not per field: a crop is one white cell and its rim, as alike from lab to lab as fields are not
+    (a field's statistics depend on how many red cells it holds)."""
+    lab = rgb2lab(rgb)
+    flat = lab.reshape(-1, 3)
+    mean, sd = flat.mean(axis=0), flat.std(axis=0)
+    target_mean, target_sd = np.asarray(reference[:3]), np.asarray(reference[3:])
+    lab = (lab - mean) / np.maximum(sd, 1e-3) * target_sd + target_mean
+    return (np.clip(lab2rgb(lab), 0, 1) * 255).round().astype(np.uint8)

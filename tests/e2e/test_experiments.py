@@ -70,7 +70,7 @@ def test_each_model_is_one_mlflow_run_with_params_tags_metrics_and_artifacts(pro
     experiment = client.get_experiment_by_name("wbc-pipeline")
     model_runs = client.search_runs([experiment.experiment_id], "tags.stage = 'train'")
     assert sorted(r.data.params["train.dropout"] for r in model_runs) == ["0.4", "0.5"]
-    assert sorted(r.info.run_name for r in model_runs) == ["drop04: lenet/type", "repro: lenet/type"]
+    assert sorted(r.info.run_name for r in model_runs) == ["drop04: depthwise/type", "repro: depthwise/type"]
     assert not client.search_runs([experiment.experiment_id], "tags.stage = 'evaluate'")
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     resized_md5 = next(o["md5"] for o in lock["stages"]["resize"]["outs"] if o["path"] == "data/resized")

@@ -127,7 +127,7 @@ def test_concurrent_writers_lose_nothing_on_the_postgres_server(team, server):
     assert overlap >= 2, spans
     print(f"{len(runs)} runs on the server, all FINISHED; at most {overlap} model runs open at once")
     names = {r.info.run_name for r in models}
-    assert {f"{n}: lenet/type" for n in EXPERIMENTS} <= names, names
+    assert {f"{n}: depthwise/type" for n in EXPERIMENTS} <= names, names
 
 
 def test_a_third_clone_pulls_both_machines_experiments_and_restores_one(team, tmp_path):
