@@ -69,3 +69,24 @@ def test_stain_normalisation_maps_another_stain_strength_onto_the_reference():
     assert np.array_equal(resize_image(img, 32, 32), plain)
     grey = resize_image(img, 32, 32, "gray")
     assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
+
+
+def test_reinhard_puts_another_labs_colours_onto_the_reference():
+    from skimage.color import lab2rgb, rgb2lab
+
+    from pipeline.data import stain
+
+    crop = np.asarray(smear(7, (64, 64), [(12, 12, 52, 52)]))
+    lab = rgb2lab(crop)
+    reference = (*lab.reshape(-1, 3).mean(0), *lab.reshape(-1, 3).std(0))
+    warmer = lab * [0.9, 0.7, 0.8] + [5.0, 6.0, 14.0]  # another lab: paler, a peach background
+    other = (np.clip(lab2rgb(warmer), 0, 1) * 255).round().astype(np.uint8)
+    assert np.abs(other.astype(int) - crop).max() > 20
+    back = stain.reinhard(other, reference)
+    assert np.abs(back.astype(int) - crop).mean() < 2.0  # the same cell in the reference's colours
+    got = rgb2lab(back).reshape(-1, 3)
+    np.testing.assert_allclose(got.mean(0), reference[:3], atol=0.5)
+    np.testing.assert_allclose(got.std(0), reference[3:], rtol=0.05)
+    colour = ("reinhard", reference)
+    assert np.array_equal(resize_image(Image.fromarray(other), 32, 32, colour),
+                          resize_image(Image.fromarray(other), 32, 32, colour))  # fmt: skip
