@@ -17,6 +17,7 @@
 
     python scripts/benchmark.py --clone-to-predict PHOTO
     python scripts/benchmark.py --predict-models models/model.keras other.keras --photos 40
+    python scripts/benchmark.py --predict-models rgb.keras reinhard.keras --colours rgb reinhard
 """
 
 import argparse
@@ -143,8 +144,10 @@ def clone_to_predict(photo: Path, env: dict) -> None:
             )
 
 
-def predict_speed(models: list[Path], photos: int) -> None:
-    """Images/s of the predict path per model on the first `photos` BCCD photos (one warm-up pass)."""
+def predict_speed(models: list[Path], photos: int, colours: list[str] | None = None) -> None:
+    """Images/s of the predict path per model on the first `photos` BCCD photos (one warm-up pass),
+    each model with its own `resize.colour` when `colours` are given (a model trained on
+    Reinhard-normalised crops against one trained on plain RGB)."""
     from pipeline.core.params import load_params
     from pipeline.data.arrays import class_list, load_npz
     from pipeline.data.images import load_rgb
@@ -156,15 +159,16 @@ def predict_speed(models: list[Path], photos: int) -> None:
     images = [(f.name, load_rgb(f), None) for f in files]
     classes = class_list(load_npz(REPO / "data/resized/test.npz", keys=("classes",)))
     first = None
-    for path in models:
+    for path, colour in zip(models, colours or [params.resize.colour] * len(models), strict=True):
         model = load_model_file(path)
         out = model_head(model, classes)
-        predict_images(images[:4], model, params, out)  # warm-up: graph tracing
+        these = params.model_copy(update={"resize": params.resize.model_copy(update={"colour": colour})})
+        predict_images(images[:4], model, these, out)  # warm-up: graph tracing
         start = time.perf_counter()
-        predict_images(images, model, params, out)
+        predict_images(images, model, these, out)
         rate = len(images) / (time.perf_counter() - start)
         first = first or rate
-        what = f"{len(members_of(model))} member(s), TTA {params.evaluate.tta}, {len(images)} photos"
+        what = f"{len(members_of(model))} member(s), TTA {params.evaluate.tta}, {colour}, {len(images)} img"
         print(f"predict  {rate:7.2f} images/s  ({first / rate:.2f}x the first's time)  {path} ({what})")
 
 
@@ -176,6 +180,7 @@ def main() -> None:
     parser.add_argument("--clone-to-predict", type=Path, metavar="PHOTO", help="time only item 4, on PHOTO")
     parser.add_argument("--predict-models", type=Path, nargs="+", help="time only item 5: these model files")
     parser.add_argument("--photos", type=int, default=40, help="BCCD photos for --predict-models")
+    parser.add_argument("--colours", nargs="+", help="resize.colour for each of --predict-models, in order")
     args = parser.parse_args()
     env = {
         **os.environ,
@@ -188,7 +193,7 @@ def main() -> None:
         "GIT_COMMITTER_EMAIL": "benchmark@example.invalid",
     }
     if args.predict_models:
-        predict_speed(args.predict_models, args.photos)
+        predict_speed(args.predict_models, args.photos, args.colours)
         return
     if args.clone_to_predict:
         clone_to_predict(args.clone_to_predict.resolve(), env)

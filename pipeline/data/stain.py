@@ -4,10 +4,13 @@ the light multiplies. Only the change goes back to RGB, so no change is the imag
 round trip would clip the colours outside the three stains' gamut). And Reinhard's colour transfer in
 Lab, the classic stain normalisation that needs no stain vectors."""
 
+import warnings
+
 import numpy as np
 from skimage.color import lab2rgb, rgb2hed, rgb2lab, rgb_from_hed
 
 LOG_ADJUST = -np.log(1e-6)  # scikit-image's densities are natural-log optical density / this
+FILL = 20  # a pixel whose brightest channel is at most this is black fill, not a stained slide
 
 
 def densities(rgb: np.ndarray) -> np.ndarray:
@@ -47,10 +50,19 @@ def reinhard(rgb: np.ndarray, reference: tuple[float, ...]) -> np.ndarray:
     """A crop in the reference lab's colours (Reinhard et al. 2001): each Lab channel shifted and
     scaled so that the crop's mean and sd are the reference's (L, a, b means, then sds). Per crop,
     not per field: a crop is one white cell and its rim, as alike from lab to lab as fields are not
-    (a field's statistics depend on how many red cells it holds)."""
+    (a field's statistics depend on how many red cells it holds). Black fill (a rotated field's
+    corners, a scanner's border: no channel above FILL) is neither measured nor changed: counted,
+    it made the Kaggle TEST fields' crops look washed out (TEST 0.726 against 0.875 without it)."""
+    fill = rgb.max(axis=-1) <= FILL
+    if fill.all():
+        return rgb
     lab = rgb2lab(rgb)
-    flat = lab.reshape(-1, 3)
-    mean, sd = flat.mean(axis=0), flat.std(axis=0)
+    stained = lab[~fill]
+    mean, sd = stained.mean(axis=0), stained.std(axis=0)
     target_mean, target_sd = np.asarray(reference[:3]), np.asarray(reference[3:])
     lab = (lab - mean) / np.maximum(sd, 1e-3) * target_sd + target_mean
-    return (np.clip(lab2rgb(lab), 0, 1) * 255).round().astype(np.uint8)
+    with warnings.catch_warnings():  # lab2rgb warns that it clips colours outside sRGB; so do we
+        warnings.simplefilter("ignore", UserWarning)
+        out = (np.clip(lab2rgb(lab), 0, 1) * 255).round().astype(np.uint8)
+    out[fill] = rgb[fill]
+    return out

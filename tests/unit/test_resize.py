@@ -90,3 +90,21 @@ def test_reinhard_puts_another_labs_colours_onto_the_reference():
     colour = ("reinhard", reference)
     assert np.array_equal(resize_image(Image.fromarray(other), 32, 32, colour),
                           resize_image(Image.fromarray(other), 32, 32, colour))  # fmt: skip
+
+
+def test_reinhard_ignores_black_fill():
+    """A rotated field's black corners are neither measured nor changed (Kaggle TEST has them):
+    the stained pixels alone get the reference's statistics."""
+    from skimage.color import rgb2lab
+
+    from pipeline.data import stain
+
+    cornered = np.asarray(smear(8, (64, 64), [(12, 12, 52, 52)])).copy()
+    cornered[:24, :24] = 0
+    reference = (70.0, 11.0, -12.0, 11.0, 14.0, 20.0)
+    out = stain.reinhard(cornered, reference)
+    assert (out[:24, :24] == 0).all()
+    stained = rgb2lab(out)[cornered.max(axis=-1) > stain.FILL]
+    np.testing.assert_allclose(stained.mean(0), reference[:3], atol=1.0)
+    np.testing.assert_allclose(stained.std(0), reference[3:], rtol=0.1)
+    assert (stain.reinhard(np.zeros((8, 8, 3), np.uint8), reference) == 0).all()
