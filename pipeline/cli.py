@@ -185,7 +185,7 @@ def cv_report(args: argparse.Namespace) -> int:
     done = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True)
     if done.returncode != 0:
         raise PipelineError(f"dvc exp show: {done.stderr.strip()[-500:]}")
-    rows = cv.study_rows(json.loads(done.stdout or "[]"))
+    rows = cv.study_rows(json.loads(done.stdout or "[]"), args.baseline)
     if rows.empty:
         raise PipelineError("no finished cv-<setting>-f<fold>-s<seed> experiments (wbc cv queue first)")
     summary = cv.summarize(rows)

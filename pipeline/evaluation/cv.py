@@ -67,13 +67,15 @@ def file_data(data: Mapping, kind: str, path: str) -> dict:
     return flatten(found.get("data") or {})
 
 
-def study_rows(exp_show: Iterable[Mapping]) -> pd.DataFrame:
+def study_rows(exp_show: Iterable[Mapping], baseline: str | None = None) -> pd.DataFrame:
     """One row per finished study run in `dvc exp show --json`: setting, fold, seed, the metrics,
-    and `changes` (the params that differ from the baseline, but for what a study varies)."""
-    rows = []
-    for baseline in exp_show:
-        base = file_data(baseline["data"], "params", "params.yaml")
-        for exp in baseline.get("experiments") or []:
+    and `changes`: the params that differ, but for what a study varies, from those of the
+    `baseline` setting's runs when it has any (a study can span commits whose defaults differ),
+    else from the commit each run was queued on."""
+    rows, params_of = [], {}
+    for commit in exp_show:
+        base = file_data(commit["data"], "params", "params.yaml")
+        for exp in commit.get("experiments") or []:
             state = (exp.get("executor") or {}).get("state", "success")
             for rev in exp.get("revs") or []:
                 match = NAME.match(rev.get("name") or "")
@@ -82,6 +84,7 @@ def study_rows(exp_show: Iterable[Mapping]) -> pd.DataFrame:
                 if not match or not metrics or state != "success" or data.get("rev") == "workspace":
                     continue  # not a study run, or not finished (a running one shows the workspace's)
                 params = file_data(data, "params", "params.yaml")
+                params_of[rev["name"]] = params
                 changes = {k: v for k, v in params.items() if base.get(k) != v and k not in VARIES}
                 rows.append({
                     "setting": match["setting"], "fold": int(match["fold"]), "seed": int(match["seed"]),
@@ -90,6 +93,14 @@ def study_rows(exp_show: Iterable[Mapping]) -> pd.DataFrame:
                     **{m: metrics.get(m, math.nan) for m in METRICS},
                     **{k: v for k, v in metrics.items() if CURVE.match(k)},
                 })  # fmt: skip
+    reference = next((params_of[r["experiment"]] for r in sorted(rows, key=lambda r: r["experiment"])
+                      if r["setting"] == baseline), None)  # fmt: skip
+    if reference is not None:
+        for row in rows:
+            params = params_of[row["experiment"]]
+            keys = sorted((set(params) | set(reference)) - VARIES)
+            changes = [f"{k}={params.get(k)}" for k in keys if params.get(k) != reference.get(k)]
+            row["changes"] = ", ".join(changes) or "(baseline)"
     columns = ["setting", "fold", "seed", "experiment", "rev", "changes", *METRICS]
     curve = sorted(
         {k for row in rows for k in row if CURVE.match(k)}, key=lambda k: (int(CURVE.match(k)["k"]), k)

@@ -116,3 +116,21 @@ def test_an_ensemble_settings_first_k_members_become_sizes_compared_on_the_same_
     assert "ens first 3 is better on val.accuracy: +8.0 points" in text
     assert "ens first 3 is better on val.macro_f1: +12.0 points" in text
     assert cv.ensemble_section(cv.members_rows(cv.study_rows(exp_show({"cv-base-f0-s1": (0.8, 0.8)})))) == ""
+
+
+def test_changes_are_named_against_the_baseline_settings_runs_across_commits():
+    """A setting queued on a later commit whose default moved (dropout 0.4 there) is described by
+    what differs from the baseline setting's runs, not from its own commit's defaults."""
+    earlier = exp_show({f"cv-base-f{f}-s1": (0.8, 0.7) for f in range(2)})
+    later = exp_show({f"cv-new-f{f}-s1": (0.8, 0.7) for f in range(2)})
+    for exp in later[1]["experiments"]:
+        for rev in exp["revs"]:
+            rev["data"]["params"]["params.yaml"]["data"]["train"]["dropout"] = 0.4
+    later[1]["data"]["params"]["params.yaml"]["data"]["train"]["dropout"] = 0.4  # the commit's default
+    later[1]["rev"] = "def5678"
+    shown = [*earlier, later[1]]
+    by_commit = cv.study_rows(shown).set_index("experiment")["changes"]
+    assert by_commit["cv-new-f0-s1"] == "(baseline)"  # same as its commit: says nothing
+    by_setting = cv.study_rows(shown, "base").set_index("experiment")["changes"]
+    assert by_setting["cv-new-f0-s1"] == "train.dropout=0.4" and by_setting["cv-base-f1-s1"] == "(baseline)"
+    assert cv.study_rows(shown, "absent").equals(cv.study_rows(shown))
