@@ -11,8 +11,8 @@ PBC-dev is a development set here: choosing on it is why the README never calls 
 
     python scripts/stain_screen.py identity levels histmatch reinhard blur optics  # reports/stain_screen.csv
 
-Prints one row per treatment and writes them to --out (CSV). The arrays come from the workspace's
-`data/resized/` (run `dvc repro resize` first, with `resize.colour: rgb`).
+Prints one row per treatment and writes them to --out (CSV). The arrays must be plain RGB: the
+resize stage's output under `resize.colour: rgb` (`--arrays`, default the workspace's `data/resized/`).
 """
 
 import argparse
@@ -44,12 +44,13 @@ from pipeline.model.train import train_model  # noqa: E402
 Treatment = Callable[[np.ndarray, dict], np.ndarray]
 
 
-def pbc_cells(params, size: tuple[int, int], cache: Path) -> tuple[np.ndarray, np.ndarray]:
+def pbc_cells(
+    params, size: tuple[int, int], cache: Path, classes: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
     """PBC-dev's cells as the model sees them through the localiser (the best cell of each image)."""
     if cache.exists():
         with np.load(cache) as f:
             return f["x"], f["y"]
-    classes = list(np.load(paths.RESIZED / "train.npz")["classes"])
     table = labelled_images(REPO / "data/external/pbc", classes)
     xs, ys = [], []
     for path, label in zip(table["path"], table["class"], strict=True):
@@ -148,13 +149,14 @@ def main() -> None:
     ap.add_argument("treatments", nargs="+", choices=sorted([*TREATMENTS, *AUGMENTATIONS]))
     ap.add_argument("--out", type=Path, default=REPO / "reports/stain_screen.csv")
     ap.add_argument("--cache", type=Path, default=Path("/tmp/pbc_cells.npz"))
+    ap.add_argument("--arrays", type=Path, default=paths.RESIZED, help="train/val/test.npz, plain RGB")
     args = ap.parse_args()
     params = load_params()
     p = params.train.model_copy(update={"members": 1})
-    arrays = {s: dict(np.load(paths.RESIZED / f"{s}.npz")) for s in ("train", "val", "test")}
+    arrays = {s: dict(np.load(args.arrays / f"{s}.npz")) for s in ("train", "val", "test")}
     classes = list(arrays["train"]["classes"])
     size = arrays["train"]["x"].shape[1:3]
-    pbc_x, pbc_y = pbc_cells(params, size, args.cache)
+    pbc_x, pbc_y = pbc_cells(params, size, args.cache, classes)
     ref = reference(
         arrays["train"]["x"], ~arrays["train"]["augmented"].astype(bool), params.resize.lab_reference
     )
