@@ -84,8 +84,8 @@ def study_rows(exp_show: Iterable[Mapping], baseline: str | None = None) -> pd.D
                 if not match or not metrics or state != "success" or data.get("rev") == "workspace":
                     continue  # not a study run, or not finished (a running one shows the workspace's)
                 params = file_data(data, "params", "params.yaml")
-                params_of[rev["name"]] = params
                 changes = {k: v for k, v in params.items() if base.get(k) != v and k not in VARIES}
+                params_of[rev["name"]] = (params, changes)
                 rows.append({
                     "setting": match["setting"], "fold": int(match["fold"]), "seed": int(match["seed"]),
                     "experiment": rev["name"], "rev": data.get("rev", ""),
@@ -93,13 +93,17 @@ def study_rows(exp_show: Iterable[Mapping], baseline: str | None = None) -> pd.D
                     **{m: metrics.get(m, math.nan) for m in METRICS},
                     **{k: v for k, v in metrics.items() if CURVE.match(k)},
                 })  # fmt: skip
-    reference = next((params_of[r["experiment"]] for r in sorted(rows, key=lambda r: r["experiment"])
+    reference = next((params_of[r["experiment"]][0] for r in sorted(rows, key=lambda r: r["experiment"])
                       if r["setting"] == baseline), None)  # fmt: skip
     if reference is not None:
         for row in rows:
-            params = params_of[row["experiment"]]
-            keys = sorted((set(params) | set(reference)) - VARIES)
-            changes = [f"{k}={params.get(k)}" for k in keys if params.get(k) != reference.get(k)]
+            params, overridden = params_of[row["experiment"]]
+            # a param the baseline's runs had differs if its value does; one added since, if the
+            # run set it away from its own commit's value
+            keys = {k for k in set(params) & set(reference) if params[k] != reference[k]} | (
+                set(overridden) - set(reference)
+            )
+            changes = [f"{k}={params[k]}" for k in sorted(keys - VARIES)]
             row["changes"] = ", ".join(changes) or "(baseline)"
     columns = ["setting", "fold", "seed", "experiment", "rev", "changes", *METRICS]
     curve = sorted(

@@ -125,12 +125,15 @@ def test_changes_are_named_against_the_baseline_settings_runs_across_commits():
     later = exp_show({f"cv-new-f{f}-s1": (0.8, 0.7) for f in range(2)})
     for exp in later[1]["experiments"]:
         for rev in exp["revs"]:
-            rev["data"]["params"]["params.yaml"]["data"]["train"]["dropout"] = 0.4
-    later[1]["data"]["params"]["params.yaml"]["data"]["train"]["dropout"] = 0.4  # the commit's default
+            rev["data"]["params"]["params.yaml"]["data"]["train"] |= {"dropout": 0.4, "members": 1, "new": 5}
+    # the commit's defaults: dropout moved; `members` (2) and `new` (5) added since the baseline ran,
+    # and the runs set members back to 1 (said) but left `new` alone (not said)
+    later[1]["data"]["params"]["params.yaml"]["data"]["train"] |= {"dropout": 0.4, "members": 2, "new": 5}
     later[1]["rev"] = "def5678"
     shown = [*earlier, later[1]]
     by_commit = cv.study_rows(shown).set_index("experiment")["changes"]
-    assert by_commit["cv-new-f0-s1"] == "(baseline)"  # same as its commit: says nothing
+    assert by_commit["cv-new-f0-s1"] == "train.members=1"  # against its commit: the move is unsaid
     by_setting = cv.study_rows(shown, "base").set_index("experiment")["changes"]
-    assert by_setting["cv-new-f0-s1"] == "train.dropout=0.4" and by_setting["cv-base-f1-s1"] == "(baseline)"
+    assert by_setting["cv-new-f0-s1"] == "train.dropout=0.4, train.members=1"
+    assert by_setting["cv-base-f1-s1"] == "(baseline)"
     assert cv.study_rows(shown, "absent").equals(cv.study_rows(shown))
