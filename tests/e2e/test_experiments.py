@@ -128,7 +128,7 @@ def test_every_evaluation_set_is_scored_from_tracked_inputs(project, runs):
     assert (
         report["published"]["TEST_SIMPLE"]["n_images"] == 8 and report["published"]["TEST"]["n_images"] == 8
     )
-    for mode in ("localiser", "whole_image"):
+    for mode in ("localiser", "whole_image", "calibrated"):  # calibrated: two-fold, the model has batch norm
         pbc = report["external"]["pbc"][mode]
         assert pbc["n_images"] == 12 and set(pbc["per_class"]) == {
             "neutrophil",
