@@ -6,7 +6,7 @@ over. The default model never trains on these cells: this measures zero-shot tra
 lab on its own unlabelled cells (`pipeline.model.calibrate`), two-fold so that no cell is scored by
 statistics it contributed to: each half is scored by the model calibrated on the other half."""
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import keras
@@ -67,12 +67,15 @@ def score_external(model: keras.Model, params: Params, out: Head, root: Path, cl
     reports, rows = {}, {}
     modes = [*MODES, CALIBRATED] if p.calibrate and calibratable(model) else MODES
     kept = [d for d, s in zip(digests, seen, strict=True) if not s]
+    found: dict[Path, list[tuple]] = {}  # the localiser's boxes, which calibration reuses
     for mode in modes:
         if mode == CALIBRATED:
-            results = cross_calibrated(model, params, out, files, kept, name)
+            results = cross_calibrated(model, params, out, files, kept, found, name)
         else:
             results = classify_files(files, model, params, out, whole_image=mode == "whole_image",
                                      strict=True, desc=f"{name} ({mode})")  # fmt: skip
+        if mode == "localiser":
+            found = {f: [c.box for c in r.cells] for f, r in zip(files, results, strict=True)}
         labels = [r.cells[0].label if r.cells else None for r in results]  # the best cell
         pred = predictions(labels, out.classes)
         reports[mode] = image_report(
@@ -85,9 +88,10 @@ def score_external(model: keras.Model, params: Params, out: Head, root: Path, cl
 
 
 def cross_calibrated(model: keras.Model, params: Params, out: Head, files: Sequence[Path],
-                     digests: Sequence[str], name: str) -> list[ImageResult]:  # fmt: skip
-    """Each file classified through the localiser by `model` calibrated on the cells of the other
-    folds' files (never on its own), in the order of `files`."""
+                     digests: Sequence[str], boxes: Mapping[Path, Sequence[tuple]], name: str
+                     ) -> list[ImageResult]:  # fmt: skip
+    """Each file's cells (`boxes`: the localiser's, found once) classified by `model` calibrated on
+    the cells of the other folds' files (never on its own), in the order of `files`."""
     folds = np.array([int(d[:8], 16) % CALIBRATION_FOLDS for d in digests])
     size = model.input_shape[1:3]
     results: list[ImageResult | None] = [None] * len(files)
@@ -95,9 +99,10 @@ def cross_calibrated(model: keras.Model, params: Params, out: Head, files: Seque
         scored = np.flatnonzero(folds == fold)
         others = [files[i] for i in np.flatnonzero(folds != fold)]
         # PBC-dev's halves hold ~300 cells; a small test set may hold fewer than a user is asked for
-        calibrated = calibrate(model, lab_cells(others, params, size), min_cells=2)
+        calibrated = calibrate(model, lab_cells(others, params, size, boxes=boxes), min_cells=2)
         desc = f"{name} ({CALIBRATED}, fold {fold + 1} of {CALIBRATION_FOLDS})"
-        found = classify_files([files[i] for i in scored], calibrated, params, out, strict=True, desc=desc)
+        found = classify_files([files[i] for i in scored], calibrated, params, out, boxes, strict=True,
+                               desc=desc)  # fmt: skip
         for i, result in zip(scored, found, strict=True):
             results[i] = result
     return results
