@@ -10,7 +10,8 @@ METRICS = Path("metrics")
 # Committed reference files (tracked by git, not DVC).
 REFERENCE = DATA / "reference"
 BCCD_MANIFEST = REFERENCE / "bccd.sha256"
-KAGGLE_TEST_SOURCES = REFERENCE / "kaggle_test_sources.csv"
+KAGGLE_TEST_SOURCES = REFERENCE / "kaggle_test_sources.csv"  # the 69 held-out photos, by TEST_SIMPLE
+KAGGLE_TEST_FIELDS = REFERENCE / "kaggle_test_fields.csv"  # each TEST / TEST_SIMPLE field's photo (keypoints)
 PUBLISHED_MANIFEST = REFERENCE / "published.sha256"
 PBC_MANIFEST = REFERENCE / "pbc.sha256"
 
@@ -67,6 +68,7 @@ CONFUSION = PLOTS / "confusion.csv"
 CONFUSION_PNG = PLOTS / "confusion.png"
 MISCLASSIFIED_PNG = PLOTS / "misclassified.png"
 PREDICTIONS = PLOTS / "predictions.csv"
+PUBLISHED_FIELDS = PLOTS / "external" / "published_fields.csv"  # every TEST / TEST_SIMPLE field's answer
 
 
 def resized_split(split: str) -> Path:
