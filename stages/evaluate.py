@@ -34,7 +34,10 @@ def main(params: Params) -> dict:
     out = model_head(model, classes)
     paths.external_plot("pbc", "", "").parent.mkdir(parents=True, exist_ok=True)  # an output, even empty
     if params.evaluate.external:
-        report["published"] = score_published(model, params, out, paths.PUBLISHED, paths.KAGGLE_TEST_SOURCES)
+        report["published"], answers = score_published(
+            model, params, out, paths.PUBLISHED, paths.KAGGLE_TEST_FIELDS
+        )
+        answers.to_csv(paths.PUBLISHED_FIELDS, index=False)
         pbc, rows = score_external(
             model, params, out, paths.PBC, classes, "pbc", trained_on(paths.SPLIT_MANIFEST)
         )

@@ -136,9 +136,9 @@ def make_mirror(root: Path, archive_name: str) -> tuple[Path, dict[str, str], li
 def make_external_mirrors(mirrors: Path, tree: Path, tests: list[tuple[str, str]]) -> dict[str, str]:
     """Mirrors of the evaluation sets beside a generated BCCD tree: the published sets (each test
     source at half size in TEST_SIMPLE, and flipped in TEST) and 3 single-cell images per class as
-    another lab's; returns the sources CSV for the published sets."""
+    another lab's; returns their manifests, the published sets' sources CSV and their fields' photos."""
     published, pbc = mirrors / "dataset2-master", mirrors / "pbc-dev"
-    lines = ["test_simple_file,bccd_image,class"]
+    lines, field_lines = ["test_simple_file,bccd_image,class"], ["file,bccd_image,inliers,same_as"]
     for i, (name, label) in enumerate(tests):
         with Image.open(tree / "BCCD" / "JPEGImages" / name) as img:
             half = img.resize((img.width // 2, img.height // 2))
@@ -147,13 +147,14 @@ def make_external_mirrors(mirrors: Path, tree: Path, tests: list[tuple[str, str]
             path = published / "images" / set_name / label / f"_{i}_{number}.jpeg"
             path.parent.mkdir(parents=True, exist_ok=True)
             picture.save(path, quality=95)
+            field_lines.append(f"images/{set_name}/{label}/_{i}_{number}.jpeg,{name},100,")
         lines.append(f"{label}/_{i}_{1000 + i}.jpeg,{name},{label}")
     for n in range(12):
         path = pbc / LABELS[n % 4].lower() / f"cell_{n}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         smear(100 + n, (90, 90), [(20, 20, 70, 70)]).save(path, quality=95)
     return {"published": format_manifest(manifest_of(published)), "pbc": format_manifest(manifest_of(pbc)),
-            "sources": "\n".join(lines) + "\n"}  # fmt: skip
+            "sources": "\n".join(lines) + "\n", "fields": "\n".join(field_lines) + "\n"}  # fmt: skip
 
 
 def tiny_project(work: Path) -> tuple[Path, dict]:
@@ -167,6 +168,7 @@ def tiny_project(work: Path) -> tuple[Path, dict]:
     (root / "data/reference/bccd.sha256").write_text(format_manifest(manifest))
     external = make_external_mirrors(mirror.parent, work / "tree", tests)
     (root / "data/reference/kaggle_test_sources.csv").write_text(external["sources"])
+    (root / "data/reference/kaggle_test_fields.csv").write_text(external["fields"])
     (root / "data/reference/published.sha256").write_text(external["published"])
     (root / "data/reference/pbc.sha256").write_text(external["pbc"])
     params["crop"].update(padding=4, min_box_size=8)
