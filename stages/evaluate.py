@@ -38,6 +38,7 @@ def main(params: Params) -> dict:
             model, params, out, paths.PUBLISHED, paths.KAGGLE_TEST_FIELDS
         )
         answers.to_csv(paths.PUBLISHED_FIELDS, index=False)
+        plots.append(paths.PUBLISHED_FIELDS)
         pbc, rows = score_external(
             model, params, out, paths.PBC, classes, "pbc", trained_on(paths.SPLIT_MANIFEST)
         )

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -88,6 +89,7 @@ def test_each_model_is_one_mlflow_run_with_params_tags_metrics_and_artifacts(pro
             "predictions.csv",
             "evaluate.json",
             "train.json",
+            "published_fields.csv",
         } <= artifacts
         assert "serving_input_example.json" in artifacts
     exp_run = next(r for r in model_runs if r.data.params["train.dropout"] == "0.4")
@@ -127,6 +129,12 @@ def test_every_evaluation_set_is_scored_from_tracked_inputs(project, runs):
     report = json.loads((root / "metrics/evaluate.json").read_text())
     assert (
         report["published"]["TEST_SIMPLE"]["n_images"] == 8 and report["published"]["TEST"]["n_images"] == 8
+    )
+    answers = pd.read_csv(root / "plots/external/published_fields.csv")
+    assert (
+        len(answers) == 16
+        and answers["scored"].all()
+        and answers["source_image"].str.startswith("Blood").all()
     )
     for mode in ("localiser", "whole_image", "calibrated"):  # calibrated: two-fold, the model has batch norm
         pbc = report["external"]["pbc"][mode]
