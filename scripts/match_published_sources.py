@@ -2,7 +2,7 @@
 was made from, found by its keypoints (pipeline/evaluation/source_match.py), not by its file name.
 
 The evaluate stage reads that file to check that the model never saw a field's photo and to resample
-source photos for the intervals. Run once after `dvc repro fetch fetch_external` (about 40 minutes on
+source photos for the intervals. Run once after `dvc repro fetch fetch_external` (16 minutes on
 2 cores); it refuses to write if any field finds no photo or a TEST_SIMPLE field disagrees with
 kaggle_test_sources.csv.
 
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.core import paths
 from pipeline.core.atomic import atomic_path
 from pipeline.evaluation.published import SETS
-from pipeline.evaluation.source_match import Match, features, match, photo_features
+from pipeline.evaluation.source_match import Match, features, match, photo_index
 
 _photos: dict = {}
 _rounds: dict = {}
@@ -30,7 +30,7 @@ _rounds: dict = {}
 
 def _load(photo_dir: Path, sources_csv: Path) -> None:
     listed = pd.read_csv(sources_csv)
-    _photos.update({p.name: photo_features(Image.open(p)) for p in sorted(photo_dir.glob("*.jpg"))})
+    _photos.update(photo_index(photo_dir))
     every_listed = list(listed["bccd_image"])
     for cls, names in listed.groupby("class")["bccd_image"]:
         _rounds[cls] = [list(names), every_listed, sorted(_photos)]

@@ -6,6 +6,7 @@ image) and kept only where one affine map explains them (RANSAC) count as that p
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -43,6 +44,15 @@ def photo_features(img: Image.Image) -> list[Features]:
     """A candidate photo at the fields' size, as it is and mirrored (ORB is not mirror-invariant)."""
     small = img.convert("RGB").resize(SIZE, Image.Resampling.BILINEAR)
     return [features(small), features(ImageOps.mirror(small))]
+
+
+def photo_index(folder: Path) -> dict[str, list[Features]]:
+    """Every `.jpg` photo in `folder` by file name, as `photo_features` sees it: the candidates."""
+    index = {}
+    for path in sorted(folder.glob("*.jpg")):
+        with Image.open(path) as img:
+            index[path.name] = photo_features(img)
+    return index
 
 
 def _matches(field: Features, photo: Features) -> np.ndarray:

@@ -5,7 +5,7 @@ picture, and a field from no candidate finds none."""
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageOps
 
-from pipeline.evaluation.source_match import MIN_INLIERS, features, match, photo_features
+from pipeline.evaluation.source_match import MIN_INLIERS, features, match, photo_features, photo_index
 
 
 def cells(seed: int) -> Image.Image:
@@ -26,8 +26,11 @@ def augmented(photo: Image.Image, angle: float, shift: tuple[int, int], mirror: 
     return ImageOps.mirror(field) if mirror else field
 
 
-def test_each_field_finds_the_photo_it_was_made_from():
-    photos = {f"BloodImage_{n:05d}.jpg": photo_features(cells(n)) for n in range(4)}
+def test_each_field_finds_the_photo_it_was_made_from(tmp_path):
+    for n in range(4):
+        cells(n).save(tmp_path / f"BloodImage_{n:05d}.jpg", quality=95)
+    photos = photo_index(tmp_path)
+    assert sorted(photos) == [f"BloodImage_{n:05d}.jpg" for n in range(4)]
     rounds = [["BloodImage_00000.jpg", "BloodImage_00001.jpg"], sorted(photos)]
     views = [(12, (10, -8), False), (-20, (0, 15), True), (5, (-12, 0), True)]
     for n, (angle, shift, mirror) in enumerate(views):
