@@ -18,9 +18,13 @@ def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
     """An uncompressed `.npz` whose bytes depend only on the arrays (fixed zip timestamps)."""
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
         for name, array in arrays.items():
+            array = np.asanyarray(array)
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_EPOCH)
-            with zf.open(info, "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asanyarray(array), allow_pickle=False)
+            # Zip64 headers only when needed: Python 3.11.2 and 3.11.7 write a forced one differently
+            # (other bytes, same arrays); a plain header is the same in both.
+            big = array.nbytes + 4096 > zipfile.ZIP64_LIMIT  # + the .npy header
+            with zf.open(info, "w", force_zip64=big) as f:
+                np.lib.format.write_array(f, array, allow_pickle=False)
 
 
 def load_npz(path: Path, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
