@@ -1,9 +1,10 @@
 """Find BCCD photos that show the same scene as another photo (rotated, mirrored or shifted
-re-shots), by keypoints (pipeline/evaluation/source_match.py), and say which split each side is in.
+re-shots), by keypoints (pipeline/evaluation/source_match.py).
 
-The split stage groups near-duplicates by perceptual hash, which a rotation or a mirror image
-defeats; this script checks what that grouping missed. It prints the pairs and writes them to
-reports/twins/bccd_twins.csv. 18 minutes on 2 cores, after `dvc repro split`.
+The split stage's perceptual hash cannot see a rotated or mirrored copy; the pairs found here,
+written to the committed data/reference/bccd_twins.csv (photo, twin, inliers), are what the split
+stage keeps on one side and the bootstrap resamples as one scene (pipeline/data/scenes.py). 18
+minutes on 2 cores, after `dvc repro fetch`; then `dvc repro` if the table changed.
 
     python scripts/find_bccd_twins.py [--jobs 2]
 """
@@ -22,7 +23,6 @@ from pipeline.core import paths
 from pipeline.core.atomic import atomic_path
 from pipeline.evaluation.source_match import SIZE, Match, features, match, photo_index
 
-OUT = Path("reports/twins/bccd_twins.csv")
 _photos: dict = {}
 
 
@@ -44,26 +44,18 @@ def main() -> None:
     names = sorted(p.name for p in paths.RAW_IMAGES.glob("*.jpg"))
     with Pool(args.jobs, initializer=_load, initargs=(paths.RAW_IMAGES,)) as pool:
         found = pool.map(_best_other, names, chunksize=4)
-    manifest = pd.read_csv(paths.SPLIT_MANIFEST)
-    split_of = manifest.groupby("source_image")["split"].agg(lambda s: "/".join(sorted(set(s)))).to_dict()
     pairs: dict[tuple[str, str], int] = {}
     for name, m in zip(names, found, strict=True):
         if m.photo:
             key = tuple(sorted((name, m.photo)))
             pairs[key] = max(pairs.get(key, 0), m.inliers)
-    rows = [
-        (a, split_of.get(a, "no crop"), b, split_of.get(b, "no crop"), n)
-        for (a, b), n in sorted(pairs.items())
-    ]
-    table = pd.DataFrame(rows, columns=["photo", "photo_split", "twin", "twin_split", "inliers"])
-    table["crosses_splits"] = [  # e.g. train and val; a twin the split dropped is no leak
-        len({a, b} - {"dropped", "no crop"}) == 2
-        for a, b in zip(table["photo_split"], table["twin_split"], strict=True)
-    ]
-    with atomic_path(OUT) as tmp:
+    table = pd.DataFrame(
+        [(a, b, n) for (a, b), n in sorted(pairs.items())], columns=["photo", "twin", "inliers"]
+    )
+    with atomic_path(paths.BCCD_TWINS) as tmp:
         table.to_csv(tmp, index=False)
     print(table.to_string(index=False))
-    print(f"{OUT}: {len(table)} pairs, {int(table['crosses_splits'].sum())} across train / val / test")
+    print(f"{paths.BCCD_TWINS}: {len(table)} pairs")
 
 
 if __name__ == "__main__":

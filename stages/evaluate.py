@@ -9,6 +9,7 @@ from pipeline.core import paths
 from pipeline.core.atomic import write_json
 from pipeline.core.params import Params
 from pipeline.data.arrays import class_list, load_npz
+from pipeline.data.scenes import load_twins
 from pipeline.evaluation.external import score_external
 from pipeline.evaluation.gates import check_gates
 from pipeline.evaluation.published import score_published
@@ -29,13 +30,14 @@ def trained_on(split_manifest: Path) -> set[str]:
 
 def main(params: Params) -> dict:
     model = load_model_file(paths.MODEL)
-    report, plots = evaluate_splits(model, params.evaluate)
+    twins = load_twins(paths.BCCD_TWINS)
+    report, plots = evaluate_splits(model, params.evaluate, twins)
     classes = class_list(load_npz(paths.resized_split("test"), keys=("classes",)))
     out = model_head(model, classes)
     paths.external_plot("pbc", "", "").parent.mkdir(parents=True, exist_ok=True)  # an output, even empty
     if params.evaluate.external:
         report["published"], answers = score_published(
-            model, params, out, paths.PUBLISHED, paths.KAGGLE_TEST_FIELDS
+            model, params, out, paths.PUBLISHED, paths.KAGGLE_TEST_FIELDS, twins
         )
         answers.to_csv(paths.PUBLISHED_FIELDS, index=False)
         plots.append(paths.PUBLISHED_FIELDS)

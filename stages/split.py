@@ -1,5 +1,5 @@
 """DVC stage `split`: assign every crop (BCCD's, and the sources' cells) to train / val / test by
-source image and duplicate group, within its domain."""
+source image (with its re-shot twins) and duplicate group, within its domain."""
 
 import pandas as pd
 
@@ -7,6 +7,7 @@ from pipeline.core import paths
 from pipeline.core.atomic import atomic_dir
 from pipeline.core.params import Params
 from pipeline.data.images import load_rgb
+from pipeline.data.scenes import load_twins
 from pipeline.data.split import split_crops, split_report
 from pipeline.stage import run_stage
 
@@ -24,7 +25,7 @@ def main(params: Params) -> dict:
         if p.strategy == "kaggle"
         else []
     )
-    split = split_crops(crops, images, p, test_sources)
+    split = split_crops(crops, images, p, test_sources, load_twins(paths.BCCD_TWINS))
     with atomic_dir(paths.SPLIT) as out:
         split.to_csv(out / paths.SPLIT_MANIFEST.name, index=False)
     return split_report(split, test_sources)

@@ -154,6 +154,10 @@ class TrainParams(_Section):
     l1: float = Field(ge=0)
     l2: float = Field(ge=0)
     bn_momentum: float = Field(gt=0, lt=1, description="moving-average momentum of every batch-norm layer")
+    lr_schedule: Literal["plateau", "cosine"] = Field(
+        description="plateau: reduce_lr on a validation metric; cosine: a half cosine from learning_rate "
+        "to reduce_lr.min_lr over the epochs, blind to validation"
+    )
     reduce_lr: ReduceLRParams
     early_stopping: EarlyStoppingParams
     class_weights: bool

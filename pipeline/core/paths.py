@@ -12,6 +12,7 @@ REFERENCE = DATA / "reference"
 BCCD_MANIFEST = REFERENCE / "bccd.sha256"
 KAGGLE_TEST_SOURCES = REFERENCE / "kaggle_test_sources.csv"  # the 69 held-out photos, by TEST_SIMPLE
 KAGGLE_TEST_FIELDS = REFERENCE / "kaggle_test_fields.csv"  # each TEST / TEST_SIMPLE field's photo (keypoints)
+BCCD_TWINS = REFERENCE / "bccd_twins.csv"  # BCCD photos re-shooting one scene (keypoints): one source
 PUBLISHED_MANIFEST = REFERENCE / "published.sha256"
 PBC_MANIFEST = REFERENCE / "pbc.sha256"
 

@@ -1,8 +1,8 @@
 """Split crops by SOURCE IMAGE (and near-duplicate cell), never by crop or augmented copy.
 
 A "group" is a set of crops that must stay on one side of every split: all crops of one
-source image, joined with any crop whose perceptual hash marks it as the same cell seen in
-another, overlapping photograph.
+scene (a source image and its re-shot twins, pipeline/data/scenes.py), joined with any crop whose
+perceptual hash marks it as the same cell seen in another, overlapping photograph.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,6 +16,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import SplitParams
 from pipeline.core.paths import BCCD_DOMAIN
+from pipeline.data.scenes import Twins, scenes
 
 
 def perceptual_hashes(images: Mapping[str, Image.Image], hash_size: int) -> dict[str, np.ndarray]:
@@ -134,10 +135,15 @@ def assign_splits(
 
 
 def split_crops(
-    crops: pd.DataFrame, images: Mapping[str, Image.Image], p: SplitParams, test_sources: Sequence[str]
+    crops: pd.DataFrame,
+    images: Mapping[str, Image.Image],
+    p: SplitParams,
+    test_sources: Sequence[str],
+    twins: Twins = (),
 ) -> pd.DataFrame:
     """The crop table with its duplicate `group`, perceptual hash (`phash`, as 0/1 text) and `split`,
-    checked disjoint. `test_sources` are the kaggle strategy's held-out photos.
+    checked disjoint. `test_sources` are the kaggle strategy's held-out photos; `twins` the pairs of
+    photos that show one scene (all their crops are one group, like one photo's).
 
     Crops of other domains (`domain` other than BCCD's, from the sources stage, with a `role`) are
     split within their domain: `train` / `test` roles as drawn for an adaptation, `split` ones like
@@ -150,8 +156,9 @@ def split_crops(
     for domain in sorted(set(crops["domain"]), key=lambda d: (d != BCCD_DOMAIN, d)):  # BCCD's numbers first
         part = crops[crops["domain"] == domain]
         groups = duplicate_groups(
-            list(part["crop_id"]), list(part["source_image"]), hashes, p.dedup_max_distance
-        )
+            list(part["crop_id"]), list(scenes(part["source_image"].to_numpy(), twins)), hashes,
+            p.dedup_max_distance,
+        )  # fmt: skip
         start = int(crops["group"].max()) + 1
         crops.loc[part.index, "group"] = [start + g for g in groups]
     crops["phash"] = ["".join("1" if b else "0" for b in hashes[c]) for c in crops["crop_id"]]

@@ -15,6 +15,7 @@ from pipeline.core.classes import Head
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
 from pipeline.data.arrays import load_npz
+from pipeline.data.scenes import Twins, scene_of
 from pipeline.evaluation.metrics import image_report, predictions
 from pipeline.inference.classify import classify_files
 
@@ -46,7 +47,8 @@ def check_unseen(trained_on: Iterable[str], held_out: Iterable[str]) -> None:
     if leaked:
         raise PipelineError(
             f"refusing to score the published test sets: the model trained on {len(leaked)} of their "
-            f"source photos ({', '.join(leaked[:3])}, ...); train with split.strategy: kaggle"
+            f"source photos or a re-shot twin of one ({', '.join(leaked[:3])}, ...); train with "
+            "split.strategy: kaggle"
         )
 
 
@@ -58,22 +60,26 @@ def photo_majority(right: np.ndarray, photos: Iterable[str]) -> float:
 
 
 def score_published(
-    model: keras.Model, params: Params, out: Head, root: Path, fields_csv: Path
+    model: keras.Model, params: Params, out: Head, root: Path, fields_csv: Path, twins: Twins = ()
 ) -> tuple[dict, pd.DataFrame]:
     """TEST_SIMPLE and TEST through the localiser (its best cell per field) and the classifier,
     exactly as `wbc predict` classifies a photo. Refused if the model saw any of the photos
     TEST_SIMPLE holds out; TEST fields copied from other photos the model saw (95 eosinophil fields
     of two BCCD train / val photos, under the default split) are left out and counted
-    (`fields_left_out`). Returns each set's report and every field's answer (set, file, class,
-    source photo, scored, predicted: empty where no cell was found or not scored, box)."""
+    (`fields_left_out`), as are fields of a photo whose re-shot twin it saw (`twins`); the
+    intervals resample scenes, a photo with its twins. Returns each set's report and every field's
+    answer (set, file, class, source photo, scored, predicted: empty where no cell was found or not
+    scored, box)."""
     table = fields(root, fields_csv)
     seen = {
         source
         for split in ("train", "val")
         for source in load_npz(paths.resized_split(split), keys=("source_image",))["source_image"]
     }
-    check_unseen(seen, table.loc[table["set"] == "TEST_SIMPLE", "source_image"])
-    table["scored"] = ~table["source_image"].isin(seen)
+    scene = scene_of(set(seen) | set(table["source_image"]), twins)
+    seen_scenes = {scene[s] for s in seen}
+    check_unseen(seen_scenes, table.loc[table["set"] == "TEST_SIMPLE", "source_image"].map(scene))
+    table["scored"] = ~table["source_image"].map(scene).isin(seen_scenes)
     scored = table[table["scored"]].reset_index(drop=True)
     results = classify_files(list(scored["path"]), model, params, out, strict=True, desc="published sets")
     labels = [r.cells[0].label if r.cells else None for r in results]  # the best cell
@@ -84,7 +90,7 @@ def score_published(
     for set_name, rows in scored.groupby("set").groups.items():
         idx = np.asarray(rows)
         reports[set_name] = image_report(
-            truth[idx], pred[idx], scored["source_image"].to_numpy()[idx], list(out.classes),
+            truth[idx], pred[idx], scored["source_image"].map(scene).to_numpy()[idx], list(out.classes),
             resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
         )  # fmt: skip
         reports[set_name]["fields_left_out"] = int((~table.loc[table["set"] == set_name, "scored"]).sum())

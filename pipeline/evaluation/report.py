@@ -1,5 +1,6 @@
 """The evaluate stage's report: every head of the model scored on val and test, bootstrap intervals
-on test, and the test split's plots (confusion matrix, predictions, misclassified crops)."""
+on test (resampling scenes: a photo with its re-shot twins), and the test split's plots (confusion
+matrix, predictions, misclassified crops)."""
 
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,6 +14,7 @@ from pipeline.core.atomic import atomic_write_bytes
 from pipeline.core.classes import Head, head
 from pipeline.core.params import EvaluateParams
 from pipeline.data.arrays import class_list, load_npz
+from pipeline.data.scenes import Twins, scenes
 from pipeline.evaluation.metrics import (
     bootstrap_intervals,
     classification_report,
@@ -25,8 +27,9 @@ from pipeline.model.ensemble import first, members_of
 
 
 def score(arrays: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], p: EvaluateParams,
-          intervals: bool) -> dict:  # fmt: skip
-    """Metrics of every head the model has; the cell-type head (if any) is the headline."""
+          intervals: bool, twins: Twins = ()) -> dict:  # fmt: skip
+    """Metrics of every head the model has; the cell-type head (if any) is the headline. Intervals
+    resample scenes: the source photos, with `twins` (re-shots of one field) drawn together."""
     classes = class_list(arrays)
     out: dict = {}
     for h in (head("type", classes), head("nucleus", classes)):
@@ -35,13 +38,14 @@ def score(arrays: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], p: 
         truth, pred = h.labels(arrays), probs[h.name].argmax(axis=1)
         report = classification_report(truth, pred, list(h.classes))
         report["n_sources"] = len(np.unique(arrays["source_image"]))
+        report["n_scenes"] = len(np.unique(scenes(arrays["source_image"], twins)))
         metrics = headline_metrics(len(h.classes))
         if h.name == "type":
             metrics["nucleus_accuracy"] = nucleus_accuracy(classes)
             report["nucleus_accuracy"] = metrics["nucleus_accuracy"](truth, pred)
         if intervals:
             ci = bootstrap_intervals(
-                truth, pred, arrays["source_image"], metrics,
+                truth, pred, scenes(arrays["source_image"], twins), metrics,
                 resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
             )  # fmt: skip
             report.update({f"{m}_ci": bounds for m, bounds in ci.items()})
@@ -68,7 +72,7 @@ def headline(report: Mapping) -> dict[str, float]:
     return out
 
 
-def evaluate_splits(model: keras.Model, p: EvaluateParams) -> tuple[dict, list]:
+def evaluate_splits(model: keras.Model, p: EvaluateParams, twins: Twins = ()) -> tuple[dict, list]:
     """The report of val and test (the headline head under the split's name, any other head as
     `<split>_<head>_head`), an ensemble's `members` curve, and the plot files written for test."""
     report: dict = {}
@@ -76,13 +80,13 @@ def evaluate_splits(model: keras.Model, p: EvaluateParams) -> tuple[dict, list]:
     data = {split: load_npz(paths.resized_split(split)) for split in ("val", "test")}
     for split, arrays in data.items():
         probs = predict(model, arrays["x"], tta=p.tta)
-        by_head = score(arrays, probs, p, intervals=split == "test")
+        by_head = score(arrays, probs, p, intervals=split == "test", twins=twins)
         name = "type" if "type" in by_head else "nucleus"
         report[split] = by_head.pop(name) | {"head": name}
         for other, metrics in by_head.items():
             report[f"{split}_{other}_head"] = metrics
         if split == "test":
-            report["domains"] = domain_reports(arrays, probs, p)
+            report["domains"] = domain_reports(arrays, probs, p, twins)
             out = head(name, class_list(arrays))
             files = write_plots(arrays, probs[name], out, report[split]["confusion"], p.gallery_size)
     if len(members_of(model)) > 1:
@@ -91,7 +95,7 @@ def evaluate_splits(model: keras.Model, p: EvaluateParams) -> tuple[dict, list]:
 
 
 def domain_reports(
-    arrays: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], p: EvaluateParams
+    arrays: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], p: EvaluateParams, twins: Twins = ()
 ) -> dict:
     """The test split's headline head scored for each domain (BCCD's, and each source's) apart."""
     domains = arrays["domain"] if "domain" in arrays else np.full(len(arrays["y"]), paths.BCCD_DOMAIN)
@@ -99,7 +103,7 @@ def domain_reports(
     for domain in sorted(set(domains.tolist())):
         mask = domains == domain
         part = {k: v[mask] if v.shape[:1] == mask.shape else v for k, v in arrays.items()}
-        by_head = score(part, {h: v[mask] for h, v in probs.items()}, p, intervals=True)
+        by_head = score(part, {h: v[mask] for h, v in probs.items()}, p, intervals=True, twins=twins)
         metrics = by_head["type"] if "type" in by_head else by_head["nucleus"]
         found[str(domain)] = {k: v for k, v in metrics.items() if k != "confusion"}
     return found

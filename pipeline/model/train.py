@@ -1,6 +1,7 @@
 """Training: the task's model and targets, batches streamed from the resize stage's arrays, fit with
 the params' schedule and a resumable checkpoint; what the train stage reports about it."""
 
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -56,9 +57,19 @@ def class_weight(y: np.ndarray, n_classes: int) -> dict[int, float]:
     return {i: len(y) / (n_classes * c) for i, c in enumerate(counts)}
 
 
+def cosine_rate(epoch: int, p: TrainParams) -> float:
+    """The cosine schedule's rate for an epoch: `learning_rate` at the first, falling by a half cosine
+    towards `reduce_lr.min_lr` at the last. Set from the epoch alone, so a resumed run follows it."""
+    low = p.reduce_lr.min_lr
+    return low + (p.learning_rate - low) * 0.5 * (1 + math.cos(math.pi * epoch / p.epochs))
+
+
 def callbacks(p: TrainParams) -> list[keras.callbacks.Callback]:
-    found = []
-    if p.reduce_lr.enabled:
+    """The learning-rate schedule and early stopping the params ask for."""
+    found: list[keras.callbacks.Callback] = []
+    if p.lr_schedule == "cosine":
+        found.append(keras.callbacks.LearningRateScheduler(lambda epoch: cosine_rate(epoch, p)))
+    elif p.reduce_lr.enabled:
         r = p.reduce_lr
         found.append(
             keras.callbacks.ReduceLROnPlateau(

@@ -1,6 +1,7 @@
 """Resumable training: a run interrupted after an epoch and resumed ends where an uninterrupted
 run ends, with the same history and weights; a killed train stage resumes and ends with a model."""
 
+import itertools
 import json
 import os
 import signal
@@ -20,7 +21,7 @@ from pipeline.core.params import load_params
 from pipeline.data.arrays import save_npz
 from pipeline.model import checkpoint
 from pipeline.model.runtime import configure
-from pipeline.model.train import compile_model, fit
+from pipeline.model.train import callbacks, compile_model, cosine_rate, fit
 from pipeline.model.zoo import build_model
 from tests.helpers import REPO, TYPES, tiny
 
@@ -133,3 +134,21 @@ def test_killed_train_stage_resumes_and_ends_with_a_model(tmp_path):
     client = mlflow.MlflowClient(tracking_uri=store)
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
+
+
+def test_the_cosine_schedule_falls_from_the_rate_to_the_floor_and_resumes_on_it(tmp_path):
+    """lr_schedule: cosine sets each epoch's rate from the epoch alone (no validation metric), so a
+    resumed run follows the same rates and ends with the same weights."""
+    p = TRAIN.model_copy(update={"lr_schedule": "cosine", "learning_rate": 0.01})
+    rates = [cosine_rate(e, p) for e in range(p.epochs)]
+    assert rates[0] == pytest.approx(0.01) and all(a > b for a, b in itertools.pairwise(rates))
+    assert rates[-1] > p.reduce_lr.min_lr and cosine_rate(p.epochs, p) == pytest.approx(p.reduce_lr.min_lr)
+    assert not [c for c in callbacks(p) if isinstance(c, keras.callbacks.ReduceLROnPlateau)]
+    whole, whole_history = train(tmp_path / "whole", p=p)
+    assert whole_history["learning_rate"] == pytest.approx(rates)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "cut", [Interrupt(at_epoch=2)], p=p)
+    resumed, resumed_history = train(tmp_path / "cut", p=p)
+    assert resumed_history == whole_history
+    for a, b in zip(whole.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -83,7 +83,10 @@ def test_each_photo_counts_once_right_when_over_half_its_fields_are():
 
 def test_a_model_that_saw_a_test_source_is_refused():
     check_unseen({"BloodImage_00005.jpg"}, ["BloodImage_00001.jpg"])
-    with pytest.raises(PipelineError, match=r"trained on 1 of their source photos \(BloodImage_00001\.jpg"):
+    with pytest.raises(
+        PipelineError,
+        match=r"trained on 1 of their source photos or a re-shot twin of one \(BloodImage_00001\.jpg",
+    ):
         check_unseen({"BloodImage_00001.jpg", "BloodImage_00005.jpg"}, ["BloodImage_00001.jpg"])
 
 
@@ -113,8 +116,9 @@ def quick_params():
 @pytest.mark.skipif(not (SHARED / "datasets/dataset2-master").is_dir(), reason="dataset2 not beside the repo")
 def test_the_evaluate_stage_scores_real_fields_through_localiser_and_model(tmp_path, monkeypatch):
     """Two real TEST_SIMPLE fields per class, and in TEST also a blank field whose cell cannot be
-    found and a lymphocyte field copied from a photo the model trained on (left out, counted): a
-    model that always says lymphocyte is right on exactly the lymphocyte fields it is scored on."""
+    found, a lymphocyte field copied from a photo the model trained on and one from that photo's
+    re-shot twin (both left out, counted): a model that always says lymphocyte is right on exactly
+    the lymphocyte fields it is scored on."""
     real = SHARED / "datasets/dataset2-master"
     picked = pd.read_csv(real / "test_sources.csv").groupby("class").head(2)
     root, sources = tmp_path / "dataset2", {}
@@ -127,11 +131,15 @@ def test_the_evaluate_stage_scores_real_fields_through_localiser_and_model(tmp_p
     blank = monocyte["test_simple_file"].replace(".jpeg", "0.jpeg")
     Image.new("RGB", (320, 240), "white").save(root / "images/TEST" / blank)
     seen_copy = "images/TEST/LYMPHOCYTE/_0_77.jpeg"
-    shutil.copy(root / next(f for f in sources if "TEST/LYMPHOCYTE" in f), root / seen_copy)
+    twin_copy = "images/TEST/LYMPHOCYTE/_0_78.jpeg"
+    for copy in (seen_copy, twin_copy):
+        shutil.copy(root / next(f for f in sources if "TEST/LYMPHOCYTE" in f), root / copy)
     write_fields(
         root / "fields.csv",
-        {**sources, f"images/TEST/{blank}": monocyte["bccd_image"], seen_copy: "BloodImage_00400.jpg"},
-    )
+        {**sources, f"images/TEST/{blank}": monocyte["bccd_image"], seen_copy: "BloodImage_00400.jpg",
+         twin_copy: "BloodImage_00402.jpg"},
+    )  # fmt: skip
+    twins = [("BloodImage_00400.jpg", "BloodImage_00402.jpg")]
 
     params = quick_params()
     monkeypatch.chdir(tmp_path)
@@ -139,11 +147,11 @@ def test_the_evaluate_stage_scores_real_fields_through_localiser_and_model(tmp_p
     for split, source in (("train", "BloodImage_00400.jpg"), ("val", "BloodImage_00401.jpg")):
         np.savez(paths.resized_split(split), source_image=np.array([source]))
     names = ["neutrophil", "eosinophil", "lymphocyte", "monocyte"]
-    out, answers = score_published(always(2), params, head("type", names), root, root / "fields.csv")
+    out, answers = score_published(always(2), params, head("type", names), root, root / "fields.csv", twins)
 
     simple, test = out["TEST_SIMPLE"], out["TEST"]
-    assert simple["n_images"] == 8 and test["n_images"] == 9  # the seen photo's copy left out
-    assert (simple["fields_left_out"], test["fields_left_out"]) == (0, 1)
+    assert simple["n_images"] == 8 and test["n_images"] == 9  # the seen photo's copies left out
+    assert (simple["fields_left_out"], test["fields_left_out"]) == (0, 2)
     assert simple["photo_majority_accuracy"] == test["photo_majority_accuracy"] == pytest.approx(2 / 8)
     assert simple["cells_found"] == 1.0 and test["cells_found"] == pytest.approx(8 / 9)
     assert test["missed_per_class"] == {"neutrophil": 0, "eosinophil": 0, "lymphocyte": 0, "monocyte": 1}
@@ -151,8 +159,8 @@ def test_the_evaluate_stage_scores_real_fields_through_localiser_and_model(tmp_p
     assert simple["per_class"]["lymphocyte"]["recall"] == 1.0
     assert simple["nucleus_accuracy"] == pytest.approx(4 / 8)  # lymphocytes and monocytes are mono
     assert test["nucleus_accuracy"] == pytest.approx(4 / 9)  # and the missed monocyte is wrong
-    assert len(answers) == 18 and set(answers["set"]) == set(SETS)
-    assert answers.loc[~answers["scored"], "file"].tolist() == [seen_copy]
+    assert len(answers) == 19 and set(answers["set"]) == set(SETS)
+    assert answers.loc[~answers["scored"], "file"].tolist() == [seen_copy, twin_copy]
     missed = answers[answers["scored"] & (answers["predicted"] == "")]
     assert list(missed["file"]) == [f"images/TEST/{blank}"] and list(missed["box"]) == [""]
     assert (answers.loc[answers["predicted"] != "", "predicted"] == "lymphocyte").all()
@@ -164,6 +172,10 @@ def test_the_evaluate_stage_scores_real_fields_through_localiser_and_model(tmp_p
     np.savez(paths.resized_split("val"), source_image=picked["bccd_image"].to_numpy(str)[:1])
     with pytest.raises(PipelineError, match="trained on 1 of their source photos"):
         score_published(always(2), params, head("type", names), root, root / "fields.csv")
+    np.savez(paths.resized_split("val"), source_image=np.array(["BloodImage_00401.jpg"]))
+    held_out_twin = [("BloodImage_00401.jpg", picked["bccd_image"].iloc[0])]  # a re-shot of a held-out photo
+    with pytest.raises(PipelineError, match="trained on 1 of their source photos"):
+        score_published(always(2), params, head("type", names), root, root / "fields.csv", held_out_twin)
 
 
 @pytest.mark.parametrize("name", ["type", "nucleus"])
