@@ -185,7 +185,7 @@ def cv_report(args: argparse.Namespace) -> int:
     done = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True)
     if done.returncode != 0:
         raise PipelineError(f"dvc exp show: {done.stderr.strip()[-500:]}")
-    rows = cv.study_rows(json.loads(done.stdout or "[]"), args.baseline)
+    rows = cv.only(cv.study_rows(json.loads(done.stdout or "[]"), args.baseline), args.only)
     if rows.empty:
         raise PipelineError("no finished cv-<setting>-f<fold>-s<seed> experiments (wbc cv queue first)")
     summary = cv.summarize(rows)
@@ -317,6 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     r = cv_sub.add_parser("report", help="mean ± sd per setting, paired comparisons, MLflow parent runs")
     r.add_argument("--out", default="reports/cv", help="folder for cv_runs.csv, cv.md, cv.png")
     r.add_argument("--baseline", default="base", help="the setting the others are compared with")
+    r.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="SETTING",
+        help="report these settings alone (a study on other folds must not be paired with them)",
+    )
     r.add_argument("--no-mlflow", action="store_true")
     r.set_defaults(run=cv_report)
     a = sub.add_parser(

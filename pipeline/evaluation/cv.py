@@ -113,6 +113,17 @@ def study_rows(exp_show: Iterable[Mapping], baseline: str | None = None) -> pd.D
     return frame.sort_values(["setting", "seed", "fold"], ignore_index=True)
 
 
+def only(rows: pd.DataFrame, settings: Sequence[str]) -> pd.DataFrame:
+    """The runs of these settings (all when none is named): a study run on other folds (another
+    split, another commit's grouping) must not be paired with these by fold and seed."""
+    if not settings:
+        return rows
+    missing = sorted(set(settings) - set(rows["setting"]))
+    if missing:
+        raise PipelineError(f"cv report: no finished runs of setting(s) {', '.join(missing)}")
+    return rows[rows["setting"].isin(settings)].reset_index(drop=True)
+
+
 def members_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """An ensemble setting's runs as one pseudo-setting per ensemble size, `<setting> first <k>`
     (the ensemble of each run's first k members), with the study's metric columns: so `summarize`

@@ -89,14 +89,16 @@ def score_published(
     reports = {}
     for set_name, rows in scored.groupby("set").groups.items():
         idx = np.asarray(rows)
+        photos = scored["source_image"].to_numpy()[idx]
+        scenes = np.asarray([scene[s] for s in photos])
         reports[set_name] = image_report(
-            truth[idx], pred[idx], scored["source_image"].map(scene).to_numpy()[idx], list(out.classes),
+            truth[idx], pred[idx], scenes, list(out.classes),
             resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
         )  # fmt: skip
+        reports[set_name]["n_sources"] = len(set(photos))  # image_report counts its groups: the scenes
+        reports[set_name]["n_scenes"] = len(set(scenes))
         reports[set_name]["fields_left_out"] = int((~table.loc[table["set"] == set_name, "scored"]).sum())
-        reports[set_name]["photo_majority_accuracy"] = photo_majority(
-            truth[idx] == pred[idx], scored["source_image"].to_numpy()[idx]
-        )
+        reports[set_name]["photo_majority_accuracy"] = photo_majority(truth[idx] == pred[idx], photos)
     cells = {path: r.cells[0] for path, r in zip(scored["path"], results, strict=True) if r.cells}
     best = [cells.get(path) for path in table["path"]]
     answers = table.assign(

@@ -80,6 +80,15 @@ def test_rows_summary_and_paired_verdicts():
     assert "| drop | train.dropout=0.4 | 6 (3 x 2) | 0.861 ± 0.009 |" in text and "drop is better" in text
 
 
+def test_a_report_can_hold_only_the_settings_of_one_study():
+    runs = {f"cv-{name}-f{f}-s1": (0.8, 0.7) for name in ("base", "new_base", "new_drop") for f in range(3)}
+    rows = cv.study_rows(exp_show(runs))
+    assert set(cv.only(rows, ["new_base", "new_drop"])["setting"]) == {"new_base", "new_drop"}
+    assert len(cv.only(rows, [])) == 9
+    with pytest.raises(PipelineError, match="no finished runs of setting"):
+        cv.only(rows, ["new_base", "nothing"])
+
+
 def test_noise_is_not_called_a_difference():
     # B is better on some folds and worse on others: the interval spans 0
     runs = {f"cv-a-f{f}-s1": (0.80, 0.7) for f in range(4)}

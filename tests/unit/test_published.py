@@ -151,6 +151,7 @@ def test_the_evaluate_stage_scores_real_fields_through_localiser_and_model(tmp_p
 
     simple, test = out["TEST_SIMPLE"], out["TEST"]
     assert simple["n_images"] == 8 and test["n_images"] == 9  # the seen photo's copies left out
+    assert simple["n_sources"] == simple["n_scenes"] == 8 and test["n_sources"] == test["n_scenes"] == 8
     assert (simple["fields_left_out"], test["fields_left_out"]) == (0, 2)
     assert simple["photo_majority_accuracy"] == test["photo_majority_accuracy"] == pytest.approx(2 / 8)
     assert simple["cells_found"] == 1.0 and test["cells_found"] == pytest.approx(8 / 9)
