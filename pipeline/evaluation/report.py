@@ -31,6 +31,7 @@ def score(arrays: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], p: 
     """Metrics of every head the model has; the cell-type head (if any) is the headline. Intervals
     resample scenes: the source photos, with `twins` (re-shots of one field) drawn together."""
     classes = class_list(arrays)
+    groups = scenes(arrays["source_image"], twins)
     out: dict = {}
     for h in (head("type", classes), head("nucleus", classes)):
         if h.name not in probs:
@@ -38,14 +39,14 @@ def score(arrays: Mapping[str, np.ndarray], probs: Mapping[str, np.ndarray], p: 
         truth, pred = h.labels(arrays), probs[h.name].argmax(axis=1)
         report = classification_report(truth, pred, list(h.classes))
         report["n_sources"] = len(np.unique(arrays["source_image"]))
-        report["n_scenes"] = len(np.unique(scenes(arrays["source_image"], twins)))
+        report["n_scenes"] = len(np.unique(groups))
         metrics = headline_metrics(len(h.classes))
         if h.name == "type":
             metrics["nucleus_accuracy"] = nucleus_accuracy(classes)
             report["nucleus_accuracy"] = metrics["nucleus_accuracy"](truth, pred)
         if intervals:
             ci = bootstrap_intervals(
-                truth, pred, scenes(arrays["source_image"], twins), metrics,
+                truth, pred, groups, metrics,
                 resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
             )  # fmt: skip
             report.update({f"{m}_ci": bounds for m, bounds in ci.items()})
