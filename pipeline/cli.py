@@ -11,7 +11,7 @@ from pathlib import Path
 from pipeline.core import paths
 from pipeline.core.atomic import atomic_write_bytes
 from pipeline.core.errors import PipelineError
-from pipeline.core.params import load_params
+from pipeline.core.params import EXTERNAL_SETS, load_params
 from pipeline.evaluation.gates import baseline_from_dvc, check_gates, format_table
 
 
@@ -172,7 +172,7 @@ def cv_queue(args: argparse.Namespace) -> int:
     """Queue one DVC experiment per fold and seed of a setting; `dvc queue start` runs them."""
     from pipeline.evaluation.cv import queue_commands
 
-    commands = queue_commands(args.setting, args.set, args.folds, args.seeds, args.external)
+    commands = queue_commands(args.setting, args.set, args.folds, args.seeds, external_sets(args.external))
     return queue(commands, args.dry_run)
 
 
@@ -191,7 +191,7 @@ def cv_report(args: argparse.Namespace) -> int:
     summary = cv.summarize(rows)
     settings = list(summary["setting"])
     pairs = [(args.baseline, s) for s in settings if s != args.baseline] if args.baseline in settings else []
-    comparisons = [cv.paired(rows, a, b, m) for a, b in pairs for m in cv.SELECT_ON]
+    comparisons = [cv.paired(rows, a, b, m) for a, b in pairs for m in cv.compared_on(rows)]
     text = cv.markdown(summary, comparisons)
     curve = cv.members_rows(rows)
     text += cv.ensemble_section(curve)
@@ -219,7 +219,7 @@ def adapt_queue(args: argparse.Namespace) -> int:
         raise PipelineError(
             f"adapt: no source {args.source!r} in {args.params} (sources: {', '.join(params.sources)})"
         )
-    commands = queue_commands(args.source, args.k, args.seeds, args.set, args.external)
+    commands = queue_commands(args.source, args.k, args.seeds, args.set, external_sets(args.external))
     return queue(commands, args.dry_run)
 
 
@@ -252,6 +252,22 @@ def adapt_report(args: argparse.Namespace) -> int:
         run_id = log_curve(args.source, table.to_dict("records"), names, [str(f) for f in files])
         print(f"MLflow: adapt: {args.source} -> run {run_id} ({len(names)} runs nested)")
     return 0
+
+
+EXTERNAL_ARGS = ("--external",)
+EXTERNAL_OPTIONS = {
+    "nargs": "*",
+    "choices": EXTERNAL_SETS,
+    "default": None,
+    "metavar": "SET",
+    "help": f"also score these sets from elsewhere ({', '.join(EXTERNAL_SETS)}; all when none is named): "
+    "pbc adds about a minute a run, published about three",
+}
+
+
+def external_sets(named: list[str] | None) -> list[str]:
+    """`--external` alone means every set; the sets named otherwise, in the params' order."""
+    return list(EXTERNAL_SETS) if named == [] else [s for s in EXTERNAL_SETS if s in (named or [])]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("-S", "--set", action="append", default=[], help="a params override, as dvc exp run -S")
     q.add_argument("--folds", type=int, default=3, help="group folds (by source image) of train + val")
     q.add_argument("--seeds", type=int, nargs="+", default=[1], help="a repetition per seed")
-    q.add_argument("--external", action="store_true", help="also score the published sets and PBC (slower)")
+    q.add_argument(*EXTERNAL_ARGS, **EXTERNAL_OPTIONS)
     q.add_argument("--dry-run", action="store_true", help="print the commands only")
     q.set_defaults(run=cv_queue)
     r = cv_sub.add_parser("report", help="mean ± sd per setting, paired comparisons, MLflow parent runs")
@@ -335,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--k", type=int, nargs="+", default=[5, 10, 25, 50], help="cells per class trained on")
     q.add_argument("--seeds", type=int, nargs="+", default=[1], help="draws of the cells")
     q.add_argument("-S", "--set", action="append", default=[], help="a params override, as dvc exp run -S")
-    q.add_argument("--external", action="store_true", help="also score the published sets and PBC (slower)")
+    q.add_argument(*EXTERNAL_ARGS, **EXTERNAL_OPTIONS)
     q.add_argument("--params", default=str(paths.PARAMS))
     q.add_argument("--dry-run", action="store_true", help="print the commands only")
     q.set_defaults(run=adapt_queue)

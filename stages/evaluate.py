@@ -35,12 +35,13 @@ def main(params: Params) -> dict:
     classes = class_list(load_npz(paths.resized_split("test"), keys=("classes",)))
     out = model_head(model, classes)
     paths.external_plot("pbc", "", "").parent.mkdir(parents=True, exist_ok=True)  # an output, even empty
-    if params.evaluate.external:
+    if "published" in params.evaluate.external:
         report["published"], answers = score_published(
             model, params, out, paths.PUBLISHED, paths.KAGGLE_TEST_FIELDS, twins
         )
         answers.to_csv(paths.PUBLISHED_FIELDS, index=False)
         plots.append(paths.PUBLISHED_FIELDS)
+    if "pbc" in params.evaluate.external:
         pbc, rows = score_external(
             model, params, out, paths.PBC, classes, "pbc", trained_on(paths.SPLIT_MANIFEST)
         )

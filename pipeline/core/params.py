@@ -168,16 +168,28 @@ class TrainParams(_Section):
     members: int = Field(ge=1, le=20, description="models trained with different seeds and averaged into one")
 
 
+EXTERNAL_SETS = ("published", "pbc")  # evaluate's sets from elsewhere, in the order scored
+
+
 class EvaluateParams(_Section):
     bootstrap_resamples: int = Field(ge=0, le=100_000)
     confidence: float = Field(gt=0, lt=1)
     seed: int
     gallery_size: int = Field(ge=0, le=400)
     tta: bool = Field(description="average predictions over the flips and quarter turns of each crop")
-    external: bool = Field(description="also score the published sets and PBC (a CV study skips them)")
+    external: list[Literal[EXTERNAL_SETS]] = Field(
+        description="the external sets scored: published (Kaggle TEST / TEST_SIMPLE, ~3 min), pbc "
+        "(another lab, ~1 min); [] for none"
+    )
     calibrate: bool = Field(
         description="also score PBC by the model calibrated on PBC's unlabelled cells (two-fold, AdaBN)"
     )
+
+    @model_validator(mode="after")
+    def _external_once(self) -> "EvaluateParams":
+        if len(set(self.external)) != len(self.external):
+            raise ValueError(f"external: {self.external}: a set named twice")
+        return self
 
 
 class LocalizeParams(_Section):

@@ -11,6 +11,8 @@ import imagehash
 import numpy as np
 import pandas as pd
 from PIL import Image
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
 from pipeline.core.errors import PipelineError
@@ -30,29 +32,19 @@ def duplicate_groups(
     hashes: Mapping[str, np.ndarray],
     max_distance: int,
 ) -> list[int]:
-    """Group id per crop: connected components of 'same source image' and 'hash within distance'."""
-    parent = list(range(len(crop_ids)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(i: int, j: int) -> None:
-        parent[find(i)] = find(j)
-
+    """Group id per crop: connected components of 'same source image' and 'hash within distance',
+    numbered in order of each group's first crop."""
+    n = len(crop_ids)
     first_of_source: dict[str, int] = {}
-    for i, src in enumerate(sources):
-        union(i, first_of_source.setdefault(src, i))
+    pairs = [(i, first_of_source.setdefault(src, i)) for i, src in enumerate(sources)]
     bits = np.stack([hashes[c] for c in crop_ids]) if crop_ids else np.zeros((0, 1), bool)
-    for i in range(len(crop_ids)):
+    for i in range(n):
         distances = np.count_nonzero(bits[i + 1 :] != bits[i], axis=1)
-        for j in np.flatnonzero(distances <= max_distance):
-            union(i, i + 1 + int(j))
-    roots = [find(i) for i in range(len(crop_ids))]
-    renumber = {r: n for n, r in enumerate(dict.fromkeys(roots))}
-    return [renumber[r] for r in roots]
+        pairs += [(i, i + 1 + int(j)) for j in np.flatnonzero(distances <= max_distance)]
+    rows, cols = zip(*pairs, strict=True) if pairs else ((), ())
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    # scipy labels components in order of their lowest node: each group's first crop
+    return [int(label) for label in connected_components(graph, directed=False)[1]]
 
 
 def _folds(folds: StratifiedGroupKFold, frame: pd.DataFrame, what: str) -> list:

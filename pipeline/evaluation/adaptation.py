@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.core.errors import PipelineError
-from pipeline.evaluation.cv import file_data
+from pipeline.evaluation.cv import external_override, file_data
 
 NAME = re.compile(r"^adapt-(?P<source>[a-z0-9_]+)-k(?P<k>\d+)-s(?P<seed>\d+)$")
 METRICS = ("lab.accuracy", "lab.macro_f1", "bccd.accuracy", "bccd.macro_f1")
@@ -35,17 +35,17 @@ def queue_commands(
     ks: Sequence[int],
     seeds: Sequence[int],
     overrides: Sequence[str] = (),
-    external: bool = False,
+    external: Sequence[str] = (),
 ) -> list[list[str]]:
-    """One `dvc exp run --queue` per k and seed. The published sets and the external PBC scoring are
-    skipped unless `external` (the curve is read on the domain's own test cells)."""
+    """One `dvc exp run --queue` per k and seed. Only the `external` sets named are scored (none by
+    default: the curve is read on the domain's own test cells)."""
     if any(k < 1 for k in ks):
         raise PipelineError("adapt: every k must be at least 1 (k = 0 is the baseline itself)")
     commands = []
     for seed in seeds:
         for k in ks:
             sets = [f"sources.{source}.enabled=true", f"sources.{source}.take_per_class={k}",
-                    f"sources.{source}.seed={seed}", f"evaluate.external={str(external).lower()}",
+                    f"sources.{source}.seed={seed}", external_override(external),
                     *overrides]  # fmt: skip
             commands.append(
                 ["dvc", "exp", "run", "--queue", "-n", experiment_name(source, k, seed)]

@@ -21,8 +21,16 @@ from pipeline.core.errors import PipelineError
 from pipeline.tracking.runs import flatten
 
 NAME = re.compile(r"^cv-(?P<setting>[a-z0-9][a-z0-9_.]*?)-f(?P<fold>\d+)-s(?P<seed>\d+)$")
-METRICS = ("val.accuracy", "val.macro_f1", "val.balanced_accuracy", "test.accuracy", "test.macro_f1")
+PBC = ("external.pbc.localiser.accuracy", "external.pbc.localiser.macro_f1")  # with `--external pbc`
+METRICS = ("val.accuracy", "val.macro_f1", "val.balanced_accuracy", "test.accuracy", "test.macro_f1", *PBC)
 SELECT_ON = ("val.accuracy", "val.macro_f1")  # settings are chosen on these; test is shown, never used
+
+
+def compared_on(rows: pd.DataFrame) -> list[str]:
+    """The metrics two settings are paired on: validation, and PBC where the runs scored it."""
+    return [*SELECT_ON, *(m for m in PBC if m in rows and rows[m].notna().any())]
+
+
 # An ensemble run's evaluate reports the ensemble of its first k members for every k.
 CURVE = re.compile(r"^members\.(?P<k>\d+)\.(?P<split>val|test)_(?P<metric>accuracy|macro_f1)$")
 VARIES = {
@@ -32,6 +40,7 @@ VARIES = {
     "augment.seed",
     "train.seed",
     "evaluate.external",
+    "evaluate.calibrate",
 }
 
 
@@ -42,11 +51,17 @@ def experiment_name(setting: str, fold: int, seed: int) -> str:
     return name
 
 
+def external_override(sets: Sequence[str]) -> str:
+    """`evaluate.external` as a `dvc exp run -S` value (Hydra's list syntax)."""
+    return f"evaluate.external=[{','.join(sets)}]"
+
+
 def queue_commands(
-    setting: str, overrides: Sequence[str], folds: int, seeds: Sequence[int], external: bool = False
+    setting: str, overrides: Sequence[str], folds: int, seeds: Sequence[int], external: Sequence[str] = ()
 ) -> list[list[str]]:
     """One `dvc exp run --queue` per fold and seed; `overrides` are `-S` values (`train.dropout=0.4`).
-    The published sets and PBC are not scored unless `external` (settings are chosen on val)."""
+    Only the `external` sets named are scored (none by default: settings are chosen on val), PBC
+    uncalibrated: the study compares zero-shot transfer."""
     if folds < 2:
         raise PipelineError(f"cv: --folds {folds}: at least 2")
     commands = []
@@ -54,7 +69,7 @@ def queue_commands(
         for fold in range(folds):
             sets = [f"split.val_folds={folds}", f"split.val_fold={fold}", f"split.seed={seed}",
                     f"augment.seed={seed}", f"train.seed={seed}",
-                    f"evaluate.external={str(external).lower()}", *overrides]  # fmt: skip
+                    external_override(external), "evaluate.calibrate=false", *overrides]  # fmt: skip
             commands.append(
                 ["dvc", "exp", "run", "--queue", "-n", experiment_name(setting, fold, seed)]
                 + [arg for s in sets for arg in ("-S", s)]
@@ -161,8 +176,8 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
 
 def paired(rows: pd.DataFrame, a: str, b: str, metric: str, confidence: float = 0.95) -> dict:
     """B minus A on the runs both have (same fold and seed): the mean difference and its t-interval."""
-    left = rows[rows["setting"] == a].set_index(["fold", "seed"])[metric]
-    right = rows[rows["setting"] == b].set_index(["fold", "seed"])[metric]
+    left = rows[rows["setting"] == a].set_index(["fold", "seed"])[metric].dropna()
+    right = rows[rows["setting"] == b].set_index(["fold", "seed"])[metric].dropna()
     both = left.index.intersection(right.index)
     diff = (right[both] - left[both]).to_numpy(float)
     n = len(diff)
@@ -201,14 +216,18 @@ def markdown(summary: pd.DataFrame, comparisons: Sequence[Mapping]) -> str:
         mean, sd = row[f"{m}.mean"], row[f"{m}.sd"]
         return "-" if math.isnan(mean) else f"{mean:.3f} ± {sd:.3f}" if not math.isnan(sd) else f"{mean:.3f}"
 
-    head = ["setting", "changes", "runs (folds x seeds)", *METRICS]
+    shown = [m for m in METRICS if summary[f"{m}.mean"].notna().any()]  # no column of dashes alone
+    head = ["setting", "changes", "runs (folds x seeds)", *shown]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for _, row in summary.iterrows():
         runs = f"{row['runs']} ({row['folds']} x {row['seeds']})"
         lines.append(f"| {row['setting']} | {row['changes']} | {runs} | "
-                     + " | ".join(cell(row, m) for m in METRICS) + " |")  # fmt: skip
+                     + " | ".join(cell(row, m) for m in shown) + " |")  # fmt: skip
     text = "\n".join(lines) + "\n\nMean ± sd over runs; `val.*` is each run's held-out fold (chosen on),"
-    text += " `test.*` the untouched test split (shown, never chosen on).\n"
+    text += " `test.*` the untouched test split (shown, never chosen on)"
+    if any(not math.isnan(row[f"{m}.mean"]) for _, row in summary.iterrows() for m in PBC):
+        text += "; `external.pbc.*` another lab's cells through the localiser, zero-shot (a development set)"
+    text += ".\n"
     if comparisons:
         text += "\n" + "\n".join(f"- {c['b']} vs {c['a']}: {c['verdict']}" for c in comparisons) + "\n"
     return text

@@ -15,7 +15,7 @@ def test_queue_commands_enable_the_source_with_k_and_seed():
     assert names == ["adapt-pbc-k5-s1", "adapt-pbc-k25-s1", "adapt-pbc-k5-s2", "adapt-pbc-k25-s2"]
     sets = [commands[1][i + 1] for i, a in enumerate(commands[1]) if a == "-S"]
     assert sets == ["sources.pbc.enabled=true", "sources.pbc.take_per_class=25", "sources.pbc.seed=1",
-                    "evaluate.external=false"]  # fmt: skip
+                    "evaluate.external=[]"]  # fmt: skip
     with pytest.raises(PipelineError, match="at least 1"):
         adaptation.queue_commands("pbc", [0], [1])
 

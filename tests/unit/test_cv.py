@@ -18,7 +18,10 @@ def test_queue_commands_vary_fold_and_seed_and_keep_the_overrides():
     first = commands[0]
     sets = [first[i + 1] for i, a in enumerate(first) if a == "-S"]
     assert sets == ["split.val_folds=3", "split.val_fold=0", "split.seed=1", "augment.seed=1",
-                    "train.seed=1", "evaluate.external=false", "train.dropout=0.4"]  # fmt: skip
+                    "train.seed=1", "evaluate.external=[]", "evaluate.calibrate=false",
+                    "train.dropout=0.4"]  # fmt: skip
+    scored = cv.queue_commands("drop04", [], folds=2, seeds=[1], external=["pbc"])[0]
+    assert "evaluate.external=[pbc]" in scored and "evaluate.calibrate=false" in scored
     with pytest.raises(PipelineError, match="setting name"):
         cv.queue_commands("Bad Name", [], 3, [1])
     with pytest.raises(PipelineError, match="at least 2"):
@@ -146,3 +149,39 @@ def test_changes_are_named_against_the_baseline_settings_runs_across_commits():
     assert by_setting["cv-new-f0-s1"] == "train.dropout=0.4, train.members=1"
     assert by_setting["cv-base-f1-s1"] == "(baseline)"
     assert cv.study_rows(shown, "absent").equals(cv.study_rows(shown))
+
+
+def test_external_flag_names_sets_or_all():
+    from pipeline.cli import external_sets
+
+    assert external_sets(None) == []  # not given: none (a study chooses on val)
+    assert external_sets([]) == ["published", "pbc"]  # `--external` alone: every set
+    assert external_sets(["pbc"]) == ["pbc"]
+    assert external_sets(["pbc", "published"]) == ["published", "pbc"]
+
+
+def test_external_sets_in_params_are_checked():
+    from pydantic import ValidationError
+
+    from pipeline.core.params import EvaluateParams
+
+    good = {"bootstrap_resamples": 10, "confidence": 0.95, "seed": 1, "gallery_size": 0, "tta": False,
+            "calibrate": False}  # fmt: skip
+    assert EvaluateParams(**good, external=["pbc"]).external == ["pbc"]
+    for bad in (["pbc", "pbc"], ["kaggle"], True):
+        with pytest.raises(ValidationError):
+            EvaluateParams(**good, external=bad)
+
+
+def test_pbc_is_compared_only_where_runs_scored_it():
+    runs = {f"cv-{s}-f{f}-s1": (0.8, 0.7) for s in ("base", "drop") for f in range(3)}
+    rows = cv.study_rows(exp_show(runs))
+    assert cv.compared_on(rows) == list(cv.SELECT_ON)  # no run scored PBC
+    assert "external.pbc" not in cv.markdown(cv.summarize(rows), [])
+    pbc = cv.PBC[0]
+    rows[pbc] = [0.70, 0.72, 0.74, 0.80, 0.83, 0.84]  # base f0..f2, then drop f0..f2 (sorted by setting)
+    rows.loc[(rows["setting"] == "drop") & (rows["fold"] == 2), pbc] = float("nan")  # one run without it
+    assert cv.compared_on(rows) == [*cv.SELECT_ON, pbc]
+    diff = cv.paired(rows, "base", "drop", pbc)
+    assert diff["pairs"] == 2 and diff["difference"] == pytest.approx(0.105)
+    assert "`external.pbc.*` another lab's cells" in cv.markdown(cv.summarize(rows), [diff])
