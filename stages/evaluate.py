@@ -11,7 +11,7 @@ from pipeline.core.params import Params
 from pipeline.data.arrays import class_list, load_npz
 from pipeline.data.scenes import load_twins
 from pipeline.evaluation.external import score_external
-from pipeline.evaluation.gates import check_gates
+from pipeline.evaluation.gates import check_gates, may_be_champion
 from pipeline.evaluation.published import score_published
 from pipeline.evaluation.report import evaluate_splits, headline, write_confusion
 from pipeline.inference.classify import load_model_file, model_head
@@ -53,7 +53,7 @@ def main(params: Params) -> dict:
     log_files(plots)
     # The champion alias needs the gates' floors; the drop-against-baseline gate needs git (`wbc gate`).
     passed = all(c.passed for c in check_gates(report, None, params.gates))
-    register_run_model(paths.MODEL_RUN, promote=passed)
+    register_run_model(paths.MODEL_RUN, promote=passed and may_be_champion(params.split))
     return report
 
 

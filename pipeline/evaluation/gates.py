@@ -7,7 +7,7 @@ import sys
 from dataclasses import dataclass
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.params import GatesParams
+from pipeline.core.params import GatesParams, SplitParams
 
 HEADLINE = ("accuracy", "macro_f1")
 
@@ -37,6 +37,12 @@ def check_gates(current: dict, baseline: dict | None, gates: GatesParams) -> lis
             checks.append(Check(f"test.{m} vs baseline {old:.4f}", drop, gates.max_drop, "drop <=",
                                 drop <= gates.max_drop))  # fmt: skip
     return checks
+
+
+def may_be_champion(split: SplitParams) -> bool:
+    """A CV study's fold model (`split.val_folds` >= 2) is trained on part of train + val to score a
+    setting, not to be used: it is registered but never takes the `champion` alias."""
+    return split.val_folds == 0
 
 
 def baseline_from_dvc(rev: str, metrics_file: str) -> dict[str, float] | None:

@@ -52,3 +52,11 @@ def test_cli_prints_a_table_and_exits_nonzero_on_failure(tmp_path, capsys):
     params.write_text((REPO / "params.yaml").read_text())
     assert main(args) == 0
     assert main(["gate", "--no-baseline", "--metrics", str(tmp_path / "missing.json")]) == 2
+
+
+def test_a_cv_fold_model_never_takes_the_champion_alias():
+    from pipeline.evaluation.gates import may_be_champion
+
+    split = load_params(REPO / "params.yaml").split
+    assert may_be_champion(split)  # the default's model, when its gates pass
+    assert not may_be_champion(split.model_copy(update={"val_folds": 3, "val_fold": 1}))
