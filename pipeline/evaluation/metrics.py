@@ -123,16 +123,17 @@ def predictions(labels: Sequence[str | None], classes: Sequence[str]) -> np.ndar
 
 def image_report(
     truth: np.ndarray, pred: np.ndarray, groups: np.ndarray, classes: list[str], *, resamples: int,
-    confidence: float, seed: int,
+    confidence: float, seed: int, sources: np.ndarray | None = None,
 ) -> dict:  # fmt: skip
     """Accuracy, macro-F1 and per-class figures of a set of images, each answered by one cell, a
-    missed cell counting as wrong; with bootstrap intervals over `groups` (source photos: one is ~36
-    Kaggle TEST fields)."""
+    missed cell counting as wrong; with bootstrap intervals over `groups` (source photos or their
+    scenes: one photo is ~36 Kaggle TEST fields). `n_sources` counts `sources` (each image's source
+    photo), the groups where none are given."""
     out = classification_report(truth, pred, classes)
     n = len(classes)
     out["cells_found"] = float(np.mean(pred != n))
     out["missed_per_class"] = {c: int(np.sum((truth == i) & (pred == n))) for i, c in enumerate(classes)}
-    out["n_sources"] = len(np.unique(groups))
+    out["n_sources"] = len(np.unique(groups if sources is None else sources))
     metrics = headline_metrics(n)
     if set(classes) <= set(NUCLEUS):  # cell types, so also scored as poly/mono
         metrics["nucleus_accuracy"] = nucleus_accuracy(classes)

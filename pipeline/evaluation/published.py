@@ -93,9 +93,8 @@ def score_published(
         scenes = np.asarray([scene[s] for s in photos])
         reports[set_name] = image_report(
             truth[idx], pred[idx], scenes, list(out.classes),
-            resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
+            resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed, sources=photos,
         )  # fmt: skip
-        reports[set_name]["n_sources"] = len(set(photos))  # image_report counts its groups: the scenes
         reports[set_name]["n_scenes"] = len(set(scenes))
         reports[set_name]["fields_left_out"] = int((~table.loc[table["set"] == set_name, "scored"]).sum())
         reports[set_name]["photo_majority_accuracy"] = photo_majority(truth[idx] == pred[idx], photos)

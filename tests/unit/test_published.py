@@ -103,6 +103,11 @@ def test_a_missed_cell_counts_as_wrong():
     # poly/mono: the neutrophil called eosinophil is still right; the missed monocyte is wrong.
     assert out["nucleus_accuracy"] == pytest.approx(5 / 6)
     assert out["n_sources"] == 4 and len(out["accuracy_ci"]) == 2
+    # drawn by scene (a and b one scene), counted by photo
+    photos, scenes = np.array(list("aabcdd")), np.array(list("aaacdd"))
+    kw = {"resamples": 20, "confidence": 0.95, "seed": 0}
+    assert image_report(truth, pred, scenes, classes, **kw, sources=photos)["n_sources"] == 4
+    assert image_report(truth, pred, scenes, classes, **kw)["n_sources"] == 3
 
 
 def quick_params():
