@@ -254,15 +254,17 @@ def adapt_report(args: argparse.Namespace) -> int:
     return 0
 
 
-EXTERNAL_ARGS = ("--external",)
-EXTERNAL_OPTIONS = {
-    "nargs": "*",
-    "choices": EXTERNAL_SETS,
-    "default": None,
-    "metavar": "SET",
-    "help": f"also score these sets from elsewhere ({', '.join(EXTERNAL_SETS)}; all when none is named): "
-    "pbc adds about a minute a run, published about three",
-}
+def add_external_option(parser: argparse.ArgumentParser) -> None:
+    """`--external [SET ...]` of the study queues; `external_sets` reads it."""
+    parser.add_argument(
+        "--external",
+        nargs="*",
+        choices=EXTERNAL_SETS,
+        default=None,
+        metavar="SET",
+        help=f"also score these sets from elsewhere ({', '.join(EXTERNAL_SETS)}; all when none is named): "
+        "pbc adds about a minute a run, published about three",
+    )
 
 
 def external_sets(named: list[str] | None) -> list[str]:
@@ -327,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("-S", "--set", action="append", default=[], help="a params override, as dvc exp run -S")
     q.add_argument("--folds", type=int, default=3, help="group folds (by source image) of train + val")
     q.add_argument("--seeds", type=int, nargs="+", default=[1], help="a repetition per seed")
-    q.add_argument(*EXTERNAL_ARGS, **EXTERNAL_OPTIONS)
+    add_external_option(q)
     q.add_argument("--dry-run", action="store_true", help="print the commands only")
     q.set_defaults(run=cv_queue)
     r = cv_sub.add_parser("report", help="mean ± sd per setting, paired comparisons, MLflow parent runs")
@@ -351,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     q.add_argument("--k", type=int, nargs="+", default=[5, 10, 25, 50], help="cells per class trained on")
     q.add_argument("--seeds", type=int, nargs="+", default=[1], help="draws of the cells")
     q.add_argument("-S", "--set", action="append", default=[], help="a params override, as dvc exp run -S")
-    q.add_argument(*EXTERNAL_ARGS, **EXTERNAL_OPTIONS)
+    add_external_option(q)
     q.add_argument("--params", default=str(paths.PARAMS))
     q.add_argument("--dry-run", action="store_true", help="print the commands only")
     q.set_defaults(run=adapt_queue)

@@ -24,13 +24,6 @@ NAME = re.compile(r"^cv-(?P<setting>[a-z0-9][a-z0-9_.]*?)-f(?P<fold>\d+)-s(?P<se
 PBC = ("external.pbc.localiser.accuracy", "external.pbc.localiser.macro_f1")  # with `--external pbc`
 METRICS = ("val.accuracy", "val.macro_f1", "val.balanced_accuracy", "test.accuracy", "test.macro_f1", *PBC)
 SELECT_ON = ("val.accuracy", "val.macro_f1")  # settings are chosen on these; test is shown, never used
-
-
-def compared_on(rows: pd.DataFrame) -> list[str]:
-    """The metrics two settings are paired on: validation, and PBC where the runs scored it."""
-    return [*SELECT_ON, *(m for m in PBC if m in rows and rows[m].notna().any())]
-
-
 # An ensemble run's evaluate reports the ensemble of its first k members for every k.
 CURVE = re.compile(r"^members\.(?P<k>\d+)\.(?P<split>val|test)_(?P<metric>accuracy|macro_f1)$")
 VARIES = {
@@ -42,6 +35,11 @@ VARIES = {
     "evaluate.external",
     "evaluate.calibrate",
 }
+
+
+def compared_on(rows: pd.DataFrame) -> list[str]:
+    """The metrics two settings are paired on: validation, and PBC where the runs scored it."""
+    return [*SELECT_ON, *(m for m in PBC if m in rows and rows[m].notna().any())]
 
 
 def experiment_name(setting: str, fold: int, seed: int) -> str:
@@ -225,7 +223,7 @@ def markdown(summary: pd.DataFrame, comparisons: Sequence[Mapping]) -> str:
                      + " | ".join(cell(row, m) for m in shown) + " |")  # fmt: skip
     text = "\n".join(lines) + "\n\nMean ± sd over runs; `val.*` is each run's held-out fold (chosen on),"
     text += " `test.*` the untouched test split (shown, never chosen on)"
-    if any(not math.isnan(row[f"{m}.mean"]) for _, row in summary.iterrows() for m in PBC):
+    if set(PBC) & set(shown):
         text += "; `external.pbc.*` another lab's cells through the localiser, zero-shot (a development set)"
     text += ".\n"
     if comparisons:
