@@ -24,8 +24,12 @@ NAME = re.compile(r"^cv-(?P<setting>[a-z0-9][a-z0-9_.]*?)-f(?P<fold>\d+)-s(?P<se
 PBC = ("external.pbc.localiser.accuracy", "external.pbc.localiser.macro_f1")  # with `--external pbc`
 METRICS = ("val.accuracy", "val.macro_f1", "val.balanced_accuracy", "test.accuracy", "test.macro_f1", *PBC)
 SELECT_ON = ("val.accuracy", "val.macro_f1")  # settings are chosen on these; test is shown, never used
-# An ensemble run's evaluate reports the ensemble of its first k members for every k.
-CURVE = re.compile(r"^members\.(?P<k>\d+)\.(?P<split>val|test)_(?P<metric>accuracy|macro_f1)$")
+# An ensemble run's evaluate reports the ensemble of its first k members for every k: on val and
+# test, and on PBC through the localiser where the run scored it.
+CURVES = (
+    re.compile(r"^members\.(?P<k>\d+)\.(?P<scored>val|test)_(?P<metric>accuracy|macro_f1)$"),
+    re.compile(r"^(?P<scored>external\.pbc\.localiser)\.members\.(?P<k>\d+)\.(?P<metric>accuracy|macro_f1)$"),
+)
 VARIES = {
     "split.val_fold",
     "split.val_folds",
@@ -35,6 +39,11 @@ VARIES = {
     "evaluate.external",
     "evaluate.calibrate",
 }
+
+
+def curve_match(column: str) -> re.Match | None:
+    """A first-k-members column's match (groups k, scored, metric), else None."""
+    return next((m for curve in CURVES if (m := curve.match(column))), None)
 
 
 def compared_on(rows: pd.DataFrame) -> list[str]:
@@ -104,7 +113,7 @@ def study_rows(exp_show: Iterable[Mapping], baseline: str | None = None) -> pd.D
                     "experiment": rev["name"], "rev": data.get("rev", ""),
                     "changes": ", ".join(f"{k}={v}" for k, v in sorted(changes.items())) or "(baseline)",
                     **{m: metrics.get(m, math.nan) for m in METRICS},
-                    **{k: v for k, v in metrics.items() if CURVE.match(k)},
+                    **{k: v for k, v in metrics.items() if curve_match(k)},
                 })  # fmt: skip
     reference = next((params_of[r["experiment"]][0] for r in sorted(rows, key=lambda r: r["experiment"])
                       if r["setting"] == baseline), None)  # fmt: skip
@@ -120,7 +129,7 @@ def study_rows(exp_show: Iterable[Mapping], baseline: str | None = None) -> pd.D
             row["changes"] = ", ".join(changes) or "(baseline)"
     columns = ["setting", "fold", "seed", "experiment", "rev", "changes", *METRICS]
     curve = sorted(
-        {k for row in rows for k in row if CURVE.match(k)}, key=lambda k: (int(CURVE.match(k)["k"]), k)
+        {k for row in rows for k in row if curve_match(k)}, key=lambda k: (int(curve_match(k)["k"]), k)
     )
     frame = pd.DataFrame(rows, columns=columns + curve)
     return frame.sort_values(["setting", "seed", "fold"], ignore_index=True)
@@ -143,14 +152,15 @@ def members_rows(rows: pd.DataFrame) -> pd.DataFrame:
     and `paired` tell what each added member buys, on the same folds and seeds."""
     found = []
     for column in rows.columns:
-        match = CURVE.match(column)
+        match = curve_match(column)
         if match is None:
             continue
         part = rows[rows[column].notna()]
         for _, row in part.iterrows():
             found.append({"setting": f"{row['setting']} first {int(match['k'])}", "fold": row["fold"],
                           "seed": row["seed"], "changes": row["changes"],
-                          "metric": f"{match['split']}.{match['metric']}", "value": row[column]})  # fmt: skip
+                          "metric": f"{match['scored']}.{match['metric']}",
+                          "value": row[column]})  # fmt: skip
     if not found:
         return pd.DataFrame(columns=["setting", "fold", "seed", "changes", *METRICS])
     long = pd.DataFrame(found)
@@ -203,7 +213,7 @@ def ensemble_section(curve: pd.DataFrame) -> str:
     pairs = [
         (f"{s} first 1", f"{s} first {n}") for s in sorted(base.unique()) for n in sorted(set(k[base == s]))
     ]
-    comparisons = [paired(curve, a, b, m) for a, b in pairs if a != b for m in SELECT_ON]
+    comparisons = [paired(curve, a, b, m) for a, b in pairs if a != b for m in compared_on(curve)]
     return "\n## Ensemble size (each run's first k members)\n\n" + markdown(sizes, comparisons)
 
 

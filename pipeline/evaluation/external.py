@@ -17,9 +17,10 @@ from pipeline.core.classes import Head
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
 from pipeline.data.fetch import sha256_file
-from pipeline.evaluation.metrics import image_report, predictions
+from pipeline.evaluation.metrics import classification_report, image_report, predictions
 from pipeline.inference.classify import IMAGE_SUFFIXES, ImageResult, classify_files, lab_cells
 from pipeline.model.calibrate import calibratable, calibrate
+from pipeline.model.ensemble import first, members_of
 
 MODES = ("localiser", "whole_image")
 CALIBRATED = "calibrated"
@@ -74,8 +75,6 @@ def score_external(model: keras.Model, params: Params, out: Head, root: Path, cl
         else:
             results = classify_files(files, model, params, out, whole_image=mode == "whole_image",
                                      strict=True, desc=f"{name} ({mode})")  # fmt: skip
-        if mode == "localiser":
-            found = {f: [c.box for c in r.cells] for f, r in zip(files, results, strict=True)}
         labels = [r.cells[0].label if r.cells else None for r in results]  # the best cell
         pred = predictions(labels, out.classes)
         reports[mode] = image_report(
@@ -83,8 +82,31 @@ def score_external(model: keras.Model, params: Params, out: Head, root: Path, cl
             resamples=p.bootstrap_resamples, confidence=p.confidence, seed=p.seed,
         )  # fmt: skip
         reports[mode]["excluded_trained_on"] = int(seen.sum())
+        if mode == "localiser":
+            found = {f: [c.box for c in r.cells] for f, r in zip(files, results, strict=True)}
+            if len(members_of(model)) > 1:
+                reports[mode]["members"] = members_curve(model, params, out, files, truth, found, name)
+                reports[mode]["members"][str(len(members_of(model)))] = {
+                    m: reports[mode][m] for m in ("accuracy", "macro_f1")
+                }
         rows[mode] = pd.DataFrame({"actual": actual, "predicted": [lb or NOT_FOUND for lb in labels]})
     return reports, rows
+
+
+def members_curve(model: keras.Model, params: Params, out: Head, files: Sequence[Path], truth: np.ndarray,
+                  boxes: Mapping[Path, Sequence[tuple]], name: str) -> dict:  # fmt: skip
+    """Accuracy and macro-F1 through the localiser of the ensemble of the first k members, for every
+    k short of all (the whole ensemble is the mode's own score), on the cells the localiser found for
+    the whole ensemble: zero-shot transfer swings between single models, and this tells how much
+    averaging steadies it (`wbc cv report`'s ensemble size)."""
+    curve = {}
+    for k in range(1, len(members_of(model))):
+        results = classify_files(files, first(model, k), params, out, boxes, strict=True,
+                                 desc=f"{name} (localiser, first {k} members)")  # fmt: skip
+        pred = predictions([r.cells[0].label if r.cells else None for r in results], out.classes)
+        report = classification_report(truth, pred, list(out.classes))
+        curve[str(k)] = {m: report[m] for m in ("accuracy", "macro_f1")}
+    return curve
 
 
 def cross_calibrated(model: keras.Model, params: Params, out: Head, files: Sequence[Path],

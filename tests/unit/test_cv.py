@@ -115,15 +115,25 @@ def test_an_ensemble_settings_first_k_members_become_sizes_compared_on_the_same_
                      "test_accuracy": 0.9, "test_macro_f1": 0.85}
             for k in (1, 2, 3)
         }  # fmt: skip
+        # PBC through the localiser: the run's own score is all 3; averaging lifts it by 5 points
+        data["external"] = {"pbc": {"localiser": {
+            "accuracy": 0.85, "macro_f1": 0.8,
+            "members": {str(k): {"accuracy": 0.75 + 0.05 * (k - 1) + 0.02 * i, "macro_f1": 0.8}
+                        for k in (1, 2, 3)},
+        }}}  # fmt: skip
     rows = cv.study_rows(shown)
     assert "members.3.val_accuracy" in rows.columns
+    assert "external.pbc.localiser.members.2.accuracy" in rows.columns
     curve = cv.members_rows(rows)
     assert sorted(curve["setting"].unique()) == ["ens first 1", "ens first 2", "ens first 3"]
     assert len(curve) == 9 and set(curve["fold"]) == {0, 1, 2}
     sizes = cv.summarize(curve).set_index("setting")
     assert sizes.loc["ens first 3", "val.accuracy.mean"] == pytest.approx(0.89)
     assert sizes.loc["ens first 1", "val.macro_f1.mean"] == pytest.approx(0.71)
+    assert sizes.loc["ens first 2", "external.pbc.localiser.accuracy.mean"] == pytest.approx(0.82)
     text = cv.ensemble_section(curve)
+    assert "ens first 3 is better on external.pbc.localiser.accuracy: +10.0 points" in text
+    assert "no detectable difference on external.pbc.localiser.macro_f1: +0.0 points" in text
     assert "| ens first 2 |" in text
     assert "ens first 3 is better on val.accuracy: +8.0 points" in text
     assert "ens first 3 is better on val.macro_f1: +12.0 points" in text

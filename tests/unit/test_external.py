@@ -91,3 +91,30 @@ def test_calibrated_mode_scores_each_half_by_statistics_of_the_other(tmp_path, m
     reports, _ = score_external(model, PARAMS.model_copy(update={"evaluate": off}), head("type", CLASSES),
                                 root, CLASSES, "pbc")  # fmt: skip
     assert "calibrated" not in reports
+
+
+def test_an_ensemble_is_also_scored_by_its_first_k_members(tmp_path):
+    """Through the localiser, each k short of all answers as the average of the first k members on
+    the whole ensemble's cells; all k is the mode's own score. Members whose votes differ per k."""
+    from pipeline.model.ensemble import average
+
+    root = tmp_path / "set"
+    for i, (name, n) in enumerate(zip(CLASSES, (1, 2, 4, 1), strict=True)):
+        (root / name).mkdir(parents=True)
+        for k in range(n):
+            smear(10 * i + k, (90, 90), [(20, 20, 70, 70)]).save(root / name / f"c{k}.jpg", quality=95)
+    # first 1: lymphocyte; first 2: eosinophil outvotes it; first 3: monocyte outvotes both
+    ensemble = average([always(2, strength=3.0), always(1), always(3, strength=6.0)])
+    evaluate = PARAMS.evaluate.model_copy(update={"bootstrap_resamples": 20})
+    reports, rows = score_external(ensemble, PARAMS.model_copy(update={"evaluate": evaluate}),
+                                   head("type", CLASSES), root, CLASSES, "pbc")  # fmt: skip
+    found = rows["localiser"][rows["localiser"]["predicted"] != NOT_FOUND]  # a cell missed is wrong
+    right = [(found["actual"] == c).sum() / 8 for c in ("lymphocyte", "eosinophil", "monocyte")]
+    assert right[0] > right[1] > right[2] > 0  # so each k's score tells which members answered
+    curve = reports["localiser"]["members"]
+    assert [curve[k]["accuracy"] for k in ("1", "2", "3")] == pytest.approx(right)
+    assert curve["3"]["accuracy"] == reports["localiser"]["accuracy"]
+    assert "members" not in reports["whole_image"]
+    single, _ = score_external(always(2), PARAMS.model_copy(update={"evaluate": evaluate}),
+                               head("type", CLASSES), root, CLASSES, "pbc")  # fmt: skip
+    assert "members" not in single["localiser"]
