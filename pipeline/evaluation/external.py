@@ -84,11 +84,9 @@ def score_external(model: keras.Model, params: Params, out: Head, root: Path, cl
         reports[mode]["excluded_trained_on"] = int(seen.sum())
         if mode == "localiser":
             found = {f: [c.box for c in r.cells] for f, r in zip(files, results, strict=True)}
-            if len(members_of(model)) > 1:
-                reports[mode]["members"] = members_curve(model, params, out, files, truth, found, name)
-                reports[mode]["members"][str(len(members_of(model)))] = {
-                    m: reports[mode][m] for m in ("accuracy", "macro_f1")
-                }
+            if (n := len(members_of(model))) > 1:
+                fewer = members_curve(model, params, out, files, truth, found, name)
+                reports[mode]["members"] = fewer | {str(n): {m: reports[mode][m] for m in ("accuracy", "macro_f1")}}
         rows[mode] = pd.DataFrame({"actual": actual, "predicted": [lb or NOT_FOUND for lb in labels]})
     return reports, rows
 
