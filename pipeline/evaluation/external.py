@@ -85,8 +85,9 @@ def score_external(model: keras.Model, params: Params, out: Head, root: Path, cl
         if mode == "localiser":
             found = {f: [c.box for c in r.cells] for f, r in zip(files, results, strict=True)}
             if (n := len(members_of(model))) > 1:
+                whole = {m: reports[mode][m] for m in ("accuracy", "macro_f1")}
                 fewer = members_curve(model, params, out, files, truth, found, name)
-                reports[mode]["members"] = fewer | {str(n): {m: reports[mode][m] for m in ("accuracy", "macro_f1")}}
+                reports[mode]["members"] = fewer | {str(n): whole}
         rows[mode] = pd.DataFrame({"actual": actual, "predicted": [lb or NOT_FOUND for lb in labels]})
     return reports, rows
 
