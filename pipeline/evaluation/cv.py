@@ -242,8 +242,8 @@ def markdown(summary: pd.DataFrame, comparisons: Sequence[Mapping]) -> str:
 
 
 def plot(rows: pd.DataFrame, path: Path, curve: pd.DataFrame | None = None) -> None:
-    """Each run's validation accuracy and macro-F1 by setting (and by ensemble size), with the
-    mean ± sd."""
+    """Each run's validation accuracy and macro-F1 by setting (and by ensemble size), and PBC's
+    where the runs scored it (`compared_on`), with the mean ± sd; two panels a row."""
     if curve is not None and not curve.empty:
         rows = pd.concat([rows, curve], ignore_index=True)
     import matplotlib
@@ -252,8 +252,10 @@ def plot(rows: pd.DataFrame, path: Path, curve: pd.DataFrame | None = None) -> N
     import matplotlib.pyplot as plt
 
     settings = sorted(rows["setting"].unique())
-    fig, axes = plt.subplots(1, len(SELECT_ON), figsize=(4.5 * len(SELECT_ON), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], SELECT_ON, strict=True):
+    shown = compared_on(rows)
+    grid = (math.ceil(len(shown) / 2), 2)
+    fig, axes = plt.subplots(*grid, figsize=(9, 3.6 * grid[0]), squeeze=False)
+    for ax, metric in zip(axes.flat, shown, strict=True):
         for i, setting in enumerate(settings):
             values = rows.loc[rows["setting"] == setting, metric].dropna().to_numpy(float)
             jitter = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(len(values))
@@ -262,7 +264,7 @@ def plot(rows: pd.DataFrame, path: Path, curve: pd.DataFrame | None = None) -> N
                 sd = values.std(ddof=1) if len(values) > 1 else 0.0
                 ax.errorbar(i + 0.3, values.mean(), yerr=sd, fmt="o", color="black", capsize=4)
         ax.set_xticks(range(len(settings)), settings, rotation=20)
-        ax.set_title(f"{metric} (each run; mean ± sd)")
+        ax.set_title(f"{metric.replace('external.pbc.localiser.', 'PBC ')} (each run; mean ± sd)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

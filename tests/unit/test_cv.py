@@ -195,3 +195,16 @@ def test_pbc_is_compared_only_where_runs_scored_it():
     diff = cv.paired(rows, "base", "drop", pbc)
     assert diff["pairs"] == 2 and diff["difference"] == pytest.approx(0.105)
     assert "`external.pbc.*` another lab's cells" in cv.markdown(cv.summarize(rows), [diff])
+
+
+def test_the_plot_shows_pbc_beside_validation_where_runs_scored_it(tmp_path):
+    from PIL import Image
+
+    shown = exp_show({f"cv-{s}-f{f}-s1": (0.8 + 0.01 * f, 0.7) for s in ("a", "b") for f in range(2)})
+    rows = cv.study_rows(shown)
+    cv.plot(rows, tmp_path / "val.png")
+    rows["external.pbc.localiser.accuracy"] = [0.80, 0.82, 0.84, 0.86]
+    rows["external.pbc.localiser.macro_f1"] = 0.8
+    cv.plot(rows, tmp_path / "pbc.png")
+    val, pbc = (Image.open(tmp_path / f"{n}.png").size for n in ("val", "pbc"))
+    assert pbc[0] == val[0] and pbc[1] == 2 * val[1]  # a second row of two panels
