@@ -10,8 +10,11 @@ from pipeline.tracking.store import connect
 PARENT_TAG = "mlflow.parentRunId"  # what the MLflow UI nests runs by
 
 
-def log_setting(summary: Mapping, experiments: Sequence[str], report_files: Sequence[str] = ()) -> str:
+def log_setting(summary: Mapping, experiments: Sequence[str], report_files: Sequence[str] = (),
+                sizes: Mapping[int, Mapping] = MappingProxyType({})) -> str:  # fmt: skip
     """Create (or update, on a re-run of the report) the setting's parent run; nest its model runs.
+    An ensemble setting's `sizes` (k -> the summary of its runs' first k members) go in as
+    `members.<metric>.mean` / `.sd` at step k, which MLflow draws as a curve over the size.
 
     Returns the parent run's id. Model runs are found by their `dvc.exp_name` tag; a run already
     nested elsewhere is moved under this parent.
@@ -26,9 +29,15 @@ def log_setting(summary: Mapping, experiments: Sequence[str], report_files: Sequ
         client.log_param(run_id, "cv.changes", str(summary["changes"])[:6000])
     for key in ("runs", "folds", "seeds"):
         client.set_tag(run_id, f"cv.{key}", str(summary[key]))
-    metrics = {k: float(v) for k, v in summary.items() if k.endswith((".mean", ".sd")) and not math.isnan(v)}
-    client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, 0) for k, v in metrics.items()])
+    points = [(key, value, 0) for key, value in _stats(summary)]
+    points += [(f"members.{key}", value, k) for k, row in sizes.items() for key, value in _stats(row)]
+    client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, 0, step) for k, v, step in points])
     return _finish(client, experiment, run_id, experiments, report_files, {"cv.setting": setting})
+
+
+def _stats(summary: Mapping) -> list[tuple[str, float]]:
+    """A summary row's means and sds that were measured (not NaN)."""
+    return [(k, float(v)) for k, v in summary.items() if k.endswith((".mean", ".sd")) and not math.isnan(v)]
 
 
 def log_curve(

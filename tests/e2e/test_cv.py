@@ -82,6 +82,12 @@ def test_mlflow_holds_a_parent_per_setting_with_its_fold_runs_nested(study):
         values = [c.data.metrics["val.accuracy"] for c in children]
         assert parent.data.metrics["val.accuracy.mean"] == pytest.approx(sum(values) / 2)
         assert parent.info.status == "FINISHED"
+        # an ensemble's parent also holds each size's mean, at step k (a curve in the MLflow UI)
+        sizes = client.get_metric_history(parent.info.run_id, "members.val.accuracy.mean")
+        assert sorted(m.step for m in sizes) == ([1, 2] if ensemble else [])
+        if ensemble:
+            first = [c.data.metrics["members.1.val_accuracy"] for c in children]
+            assert next(m.value for m in sizes if m.step == 1) == pytest.approx(sum(first) / 2)
     # a second report updates the same parents instead of making new ones
     run(["wbc", "cv", "report", "--out", "reports/cv"], root, env)
     again = client.search_runs([exp.experiment_id], filter_string="tags.`cv.parent` = 'true'")
