@@ -203,12 +203,10 @@ def cv_report(args: argparse.Namespace) -> int:
     cv.plot(rows, files[2], curve)
     print(files[1].read_text())
     if not args.no_mlflow:
-        by_size = cv.summarize(curve).to_dict("records") if not curve.empty else []
+        sizes = cv.size_summaries(curve)
         for _, row in summary.iterrows():
             names = list(rows.loc[rows["setting"] == row["setting"], "experiment"])
-            prefix = f"{row['setting']} first "  # members_rows' pseudo-settings, one per size
-            sizes = {int(s["setting"][len(prefix) :]): s for s in by_size if s["setting"].startswith(prefix)}
-            run_id = log_setting(row.to_dict(), names, [str(f) for f in files], sizes)
+            run_id = log_setting(row.to_dict(), names, [str(f) for f in files], sizes.get(row["setting"], {}))
             print(f"MLflow: cv: {row['setting']} -> run {run_id} ({len(names)} model runs nested)")
     return 0
 

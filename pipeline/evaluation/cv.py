@@ -30,6 +30,7 @@ CURVES = (
     re.compile(r"^members\.(?P<k>\d+)\.(?P<scored>val|test)_(?P<metric>accuracy|macro_f1)$"),
     re.compile(r"^(?P<scored>external\.pbc\.localiser)\.members\.(?P<k>\d+)\.(?P<metric>accuracy|macro_f1)$"),
 )
+SIZE = " first "  # `<setting> first <k>`: the ensemble of a setting's runs' first k members
 VARIES = {
     "split.val_fold",
     "split.val_folds",
@@ -44,6 +45,17 @@ VARIES = {
 def curve_match(column: str) -> re.Match | None:
     """A first-k-members column's match (groups k, scored, metric), else None."""
     return next((m for curve in CURVES if (m := curve.match(column))), None)
+
+
+def size_setting(setting: str, k: int) -> str:
+    """The pseudo-setting of an ensemble setting's first k members (`members_rows`)."""
+    return f"{setting}{SIZE}{k}"
+
+
+def split_size(name: str) -> tuple[str, int]:
+    """(setting, k) of a `size_setting` name."""
+    setting, k = name.rsplit(SIZE, 1)
+    return setting, int(k)
 
 
 def compared_on(rows: pd.DataFrame) -> list[str]:
@@ -157,7 +169,7 @@ def members_rows(rows: pd.DataFrame) -> pd.DataFrame:
             continue
         part = rows[rows[column].notna()]
         for _, row in part.iterrows():
-            found.append({"setting": f"{row['setting']} first {int(match['k'])}", "fold": row["fold"],
+            found.append({"setting": size_setting(row["setting"], int(match["k"])), "fold": row["fold"],
                           "seed": row["seed"], "changes": row["changes"],
                           "metric": f"{match['scored']}.{match['metric']}",
                           "value": row[column]})  # fmt: skip
@@ -208,13 +220,20 @@ def ensemble_section(curve: pd.DataFrame) -> str:
     if curve.empty:
         return ""
     sizes = summarize(curve)
-    base = curve["setting"].str.rsplit(" first ", n=1).str[0]
-    k = curve["setting"].str.rsplit(" ", n=1).str[1].astype(int)
-    pairs = [
-        (f"{s} first 1", f"{s} first {n}") for s in sorted(base.unique()) for n in sorted(set(k[base == s]))
-    ]
-    comparisons = [paired(curve, a, b, m) for a, b in pairs if a != b for m in compared_on(curve)]
+    found = sorted({split_size(name) for name in curve["setting"]})
+    pairs = [(size_setting(setting, 1), size_setting(setting, k)) for setting, k in found if k != 1]
+    comparisons = [paired(curve, a, b, m) for a, b in pairs for m in compared_on(curve)]
     return "\n## Ensemble size (each run's first k members)\n\n" + markdown(sizes, comparisons)
+
+
+def size_summaries(curve: pd.DataFrame) -> dict[str, dict[int, dict]]:
+    """`summarize(curve)` by setting and ensemble size: what an ensemble setting's MLflow parent
+    logs per size."""
+    found: dict[str, dict[int, dict]] = {}
+    for row in summarize(curve).to_dict("records") if not curve.empty else []:
+        setting, k = split_size(row["setting"])
+        found.setdefault(setting, {})[k] = row
+    return found
 
 
 def markdown(summary: pd.DataFrame, comparisons: Sequence[Mapping]) -> str:

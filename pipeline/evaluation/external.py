@@ -75,7 +75,7 @@ def score_external(model: keras.Model, params: Params, out: Head, root: Path, cl
         else:
             results = classify_files(files, model, params, out, whole_image=mode == "whole_image",
                                      strict=True, desc=f"{name} ({mode})")  # fmt: skip
-        labels = [r.cells[0].label if r.cells else None for r in results]  # the best cell
+        labels = [r.best_label for r in results]
         pred = predictions(labels, out.classes)
         reports[mode] = image_report(
             truth, pred, np.array([str(f) for f in files]), list(out.classes),
@@ -102,7 +102,7 @@ def members_curve(model: keras.Model, params: Params, out: Head, files: Sequence
     for k in range(1, len(members_of(model))):
         results = classify_files(files, first(model, k), params, out, boxes, strict=True,
                                  desc=f"{name} (localiser, first {k} members)")  # fmt: skip
-        pred = predictions([r.cells[0].label if r.cells else None for r in results], out.classes)
+        pred = predictions([r.best_label for r in results], out.classes)
         report = classification_report(truth, pred, list(out.classes))
         curve[str(k)] = {m: report[m] for m in ("accuracy", "macro_f1")}
     return curve

@@ -82,7 +82,7 @@ def score_published(
     table["scored"] = ~table["source_image"].map(scene).isin(seen_scenes)
     scored = table[table["scored"]].reset_index(drop=True)
     results = classify_files(list(scored["path"]), model, params, out, strict=True, desc="published sets")
-    labels = [r.cells[0].label if r.cells else None for r in results]  # the best cell
+    labels = [r.best_label for r in results]
     pred = predictions(labels, out.classes)
     truth = scored["class"].map(out.index).to_numpy()
     p = params.evaluate

@@ -40,6 +40,11 @@ class ImageResult:
     cells: list[Cell] = field(default_factory=list)
     note: str = ""  # why an image has no cells
 
+    @property
+    def best_label(self) -> str | None:
+        """The answer for the image as a whole: its best cell's label (None: no cell found)."""
+        return self.cells[0].label if self.cells else None
+
 
 def load_classifier(uri: str | None, default: Path) -> keras.Model:
     """The pipeline's model file by default; or an MLflow URI (`models:/wbc-classifier@champion`,
