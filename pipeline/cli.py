@@ -185,7 +185,8 @@ def cv_report(args: argparse.Namespace) -> int:
     done = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True)
     if done.returncode != 0:
         raise PipelineError(f"dvc exp show: {done.stderr.strip()[-500:]}")
-    rows = cv.only(cv.study_rows(json.loads(done.stdout or "[]"), args.baseline), args.only)
+    found = cv.study_rows(json.loads(done.stdout or "[]"), args.baseline)
+    rows = cv.only(cv.join_runs(found, [cv.committed_rows(Path(f)) for f in args.runs]), args.only)
     if rows.empty:
         raise PipelineError("no finished cv-<setting>-f<fold>-s<seed> experiments (wbc cv queue first)")
     summary = cv.summarize(rows)
@@ -194,7 +195,7 @@ def cv_report(args: argparse.Namespace) -> int:
     comparisons = [cv.paired(rows, a, b, m) for a, b in pairs for m in cv.compared_on(rows)]
     text = cv.markdown(summary, comparisons)
     curve = cv.members_rows(rows)
-    text += cv.ensemble_section(curve)
+    text += cv.ensemble_section(curve) + cv.pairs_section(rows, curve, args.pair)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "cv_runs.csv", out / "cv.md", out / "cv.png"]
@@ -204,7 +205,8 @@ def cv_report(args: argparse.Namespace) -> int:
     print(files[1].read_text())
     if not args.no_mlflow:
         sizes = cv.size_summaries(curve)
-        for _, row in summary.iterrows():
+        here = set(found["setting"])  # a committed study's parents live in the store it ran beside
+        for _, row in summary[summary["setting"].isin(here)].iterrows():
             names = list(rows.loc[rows["setting"] == row["setting"], "experiment"])
             run_id = log_setting(row.to_dict(), names, [str(f) for f in files], sizes.get(row["setting"], {}))
             print(f"MLflow: cv: {row['setting']} -> run {run_id} ({len(names)} model runs nested)")
@@ -342,6 +344,21 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="SETTING",
         help="report these settings alone (a study on other folds must not be paired with them)",
+    )
+    r.add_argument(
+        "--runs",
+        nargs="+",
+        default=[],
+        metavar="CSV",
+        help="committed studies' cv_runs.csv, joined to the experiments found (paired by fold and seed)",
+    )
+    r.add_argument(
+        "--pair",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("A", "B"),
+        help="also compare B with A: settings or ensemble sizes ('<setting> first <k>')",
     )
     r.add_argument("--no-mlflow", action="store_true")
     r.set_defaults(run=cv_report)

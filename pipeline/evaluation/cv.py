@@ -147,6 +147,33 @@ def study_rows(exp_show: Iterable[Mapping], baseline: str | None = None) -> pd.D
     return frame.sort_values(["setting", "seed", "fold"], ignore_index=True)
 
 
+def committed_rows(path: Path) -> pd.DataFrame:
+    """A finished study's runs from its committed `cv_runs.csv` (as `study_rows` wrote them): a
+    machine without that study's experiments can still pair a new setting with it by fold and seed."""
+    try:
+        rows = pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise PipelineError(f"cv report: {path}: not a study's cv_runs.csv ({err})") from err
+    missing = [c for c in ("setting", "fold", "seed", "experiment", "changes", *SELECT_ON) if c not in rows]
+    if missing:
+        raise PipelineError(f"cv report: {path}: no column {', '.join(missing)} (not a study's cv_runs.csv)")
+    bad = [str(e) for e in rows["experiment"] if not NAME.match(str(e))]
+    if bad:
+        raise PipelineError(f"cv report: {path}: {bad[0]!r} is not a cv-<setting>-f<fold>-s<seed> run")
+    return rows.astype({"fold": int, "seed": int})
+
+
+def join_runs(found: pd.DataFrame, committed: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """The experiments found here and committed studies' runs, one row per run: where both hold a
+    run, the experiment found here wins (it is what the CSV was written from)."""
+    frames = [found, *(c[~c["experiment"].isin(found["experiment"])] for c in committed)]
+    rows = pd.concat([f for f in frames if not f.empty] or [found], ignore_index=True)
+    rows = rows.drop_duplicates("experiment", keep="first")
+    curve = sorted((c for c in rows.columns if curve_match(c)), key=lambda c: (int(curve_match(c)["k"]), c))
+    rest = [c for c in rows.columns if not curve_match(c)]
+    return rows[rest + curve].sort_values(["setting", "seed", "fold"], ignore_index=True)
+
+
 def only(rows: pd.DataFrame, settings: Sequence[str]) -> pd.DataFrame:
     """The runs of these settings (all when none is named): a study run on other folds (another
     split, another commit's grouping) must not be paired with these by fold and seed."""
@@ -224,6 +251,25 @@ def ensemble_section(curve: pd.DataFrame) -> str:
     pairs = [(size_setting(setting, 1), size_setting(setting, k)) for setting, k in found if k != 1]
     comparisons = [paired(curve, a, b, m) for a, b in pairs for m in compared_on(curve)]
     return "\n## Ensemble size (each run's first k members)\n\n" + markdown(sizes, comparisons)
+
+
+def pairs_section(rows: pd.DataFrame, curve: pd.DataFrame, pairs: Sequence[Sequence[str]]) -> str:
+    """The report's part on comparisons the user named (`--pair A B`): settings or ensemble sizes
+    (`<setting> first <k>`), so that, say, 3 members of 10 epochs meet 2 of 15 at the same cost."""
+    if not pairs:
+        return ""
+    both = pd.concat([rows, curve], ignore_index=True) if not curve.empty else rows
+    known = set(both["setting"])
+    for name in (n for pair in pairs for n in pair):
+        if name not in known:
+            found = ", ".join(sorted(known))
+            raise PipelineError(f"cv report: --pair {name!r}: no such setting or size (found: {found})")
+    comparisons = [paired(both, a, b, m) for a, b in pairs for m in compared_on(both)]
+    return (
+        "\n## Named comparisons (paired on the same folds and seeds)\n\n"
+        + "\n".join(f"- {c['b']} vs {c['a']}: {c['verdict']}" for c in comparisons)
+        + "\n"
+    )
 
 
 def size_summaries(curve: pd.DataFrame) -> dict[str, dict[int, dict]]:

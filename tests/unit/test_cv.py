@@ -208,3 +208,54 @@ def test_the_plot_shows_pbc_beside_validation_where_runs_scored_it(tmp_path):
     cv.plot(rows, tmp_path / "pbc.png")
     val, pbc = (Image.open(tmp_path / f"{n}.png").size for n in ("val", "pbc"))
     assert pbc[0] == val[0] and pbc[1] == 2 * val[1]  # a second row of two panels
+
+
+def ensemble_show(setting: str, gain: float) -> list[dict]:
+    """Three folds of an ensemble setting whose first k members score 0.80 + gain (k - 1) on val."""
+    shown = exp_show({f"cv-{setting}-f{f}-s1": (0.8, 0.8) for f in range(3)})
+    for i, exp in enumerate(shown[1]["experiments"][:3]):
+        data = exp["revs"][0]["data"]["metrics"]["metrics/evaluate.json"]["data"]
+        data["members"] = {str(k): {"val_accuracy": 0.80 + gain * (k - 1) + 0.01 * i, "val_macro_f1": 0.7}
+                           for k in (1, 2, 3)}  # fmt: skip
+    return shown
+
+
+def test_a_committed_studys_runs_join_the_experiments_found_and_pair_by_fold_and_seed(tmp_path):
+    """A machine without an earlier study's experiments reads its cv_runs.csv: the rows, and the
+    ensemble sizes, come back as they were written; an experiment found here wins over its CSV row."""
+    old = cv.study_rows(ensemble_show("old", 0.02))
+    old.to_csv(tmp_path / "cv_runs.csv", index=False)
+    back = cv.committed_rows(tmp_path / "cv_runs.csv")
+    pd.testing.assert_frame_equal(back, old, check_dtype=False)
+    pd.testing.assert_frame_equal(cv.members_rows(back), cv.members_rows(old), check_dtype=False)
+    new = cv.study_rows(ensemble_show("new", 0.05))
+    rows = cv.join_runs(new, [back])
+    assert sorted(rows["setting"].unique()) == ["new", "old"] and len(rows) == 6
+    assert [c for c in rows.columns if cv.curve_match(c)] == [f"members.{k}.val_{m}" for k in (1, 2, 3)
+                                                              for m in ("accuracy", "macro_f1")]  # fmt: skip
+    stale = back.assign(**{"val.accuracy": 0.1})  # the same runs, an older CSV: the experiments win
+    again = cv.join_runs(old, [stale])
+    assert len(again) == 3 and again["val.accuracy"].min() > 0.5
+    # new's 3 members vs old's 2: +0.10 - 0.02 on every fold, so detectable
+    text = cv.pairs_section(rows, cv.members_rows(rows), [("old first 2", "new first 3")])
+    assert "- new first 3 vs old first 2: new first 3 is better on val.accuracy: +8.0 points" in text
+    assert "no detectable difference on val.macro_f1: +0.0 points" in text
+    assert cv.pairs_section(rows, cv.members_rows(rows), []) == ""
+    with pytest.raises(PipelineError, match=r"--pair 'old first 4': no such setting or size \(found: new,"):
+        cv.pairs_section(rows, cv.members_rows(rows), [("old", "old first 4")])
+
+
+def test_a_file_that_is_not_a_studys_runs_is_refused_by_name(tmp_path):
+    missing = tmp_path / "gone.csv"
+    with pytest.raises(PipelineError, match=r"gone\.csv: not a study's cv_runs.csv"):
+        cv.committed_rows(missing)
+    other = tmp_path / "other.csv"
+    other.write_text("setting,fold,seed\nbase,0,1\n")
+    with pytest.raises(PipelineError, match=r"other.csv: no column experiment, changes, val.accuracy"):
+        cv.committed_rows(other)
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text(
+        "setting,fold,seed,experiment,changes,val.accuracy,val.macro_f1\nbase,0,1,my-run,x,0.8,0.7\n"
+    )
+    with pytest.raises(PipelineError, match=r"renamed\.csv: 'my-run' is not a cv-<setting>"):
+        cv.committed_rows(renamed)
