@@ -11,6 +11,7 @@ from pathlib import Path
 from pipeline.core import paths
 from pipeline.core.atomic import atomic_write_bytes
 from pipeline.core.errors import PipelineError
+from pipeline.core.memory import keep_freed_memory
 from pipeline.core.params import EXTERNAL_SETS, load_params
 from pipeline.evaluation.gates import baseline_from_dvc, check_gates, format_table
 
@@ -381,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--no-mlflow", action="store_true")
     r.set_defaults(run=adapt_report)
     args = parser.parse_args(argv)
+    keep_freed_memory()  # every command that runs a model
     try:
         return args.run(args)
     except PipelineError as err:

@@ -15,6 +15,7 @@ import yaml
 from pipeline.core import paths
 from pipeline.core.atomic import write_json
 from pipeline.core.errors import PipelineError
+from pipeline.core.memory import keep_freed_memory
 from pipeline.core.params import Params, load_params
 from pipeline.tracking.runs import log_report, stage_run
 from pipeline.tracking.store import tracking_failure
@@ -30,6 +31,7 @@ def run_stage(
     A PipelineError, or a tracking store that fails (a server gone mid-run), is printed as one clear
     line and exits 1.
     """
+    keep_freed_memory()
     try:
         params = load_params()
         dumped = params.model_dump()
