@@ -15,9 +15,15 @@
    TTA) for each model file on the same photos, in this process, and the ratio to the first: what
    an ensemble costs a lab against a single model.
 
+6. With --allocator: the params' model trained for a few epochs on random arrays of the resized
+   shape, in fresh processes alternating glibc's default malloc with the pipeline's (freed memory
+   kept: `pipeline/core/memory.py`): ms per step, minor page faults per step, the kernel's share of
+   the CPU time, a digest of the weights (equal: the same numbers), and the speed-up.
+
     python scripts/benchmark.py --clone-to-predict PHOTO
     python scripts/benchmark.py --predict-models models/model.keras other.keras --photos 40
     python scripts/benchmark.py --predict-models rgb.keras reinhard.keras --colours rgb reinhard
+    python scripts/benchmark.py --allocator --rounds 2
 """
 
 import argparse
@@ -172,6 +178,68 @@ def predict_speed(models: list[Path], photos: int, colours: list[str] | None = N
         print(f"predict  {rate:7.2f} images/s  ({first / rate:.2f}x the first's time)  {path} ({what})")
 
 
+def allocator_child(mode: str, epochs: int) -> None:
+    """One process's training steps (item 6), printed as one JSON line."""
+    import hashlib
+    import json
+    import resource
+
+    if mode == "keep":
+        from pipeline.core.memory import keep_freed_memory
+
+        keep_freed_memory()
+    import keras
+    import numpy as np
+
+    from pipeline.core.classes import CLASSES, head
+    from pipeline.core.params import load_params
+    from pipeline.model.batches import Batches
+    from pipeline.model.runtime import configure
+    from pipeline.model.train import compile_model
+    from pipeline.model.zoo import build_model
+
+    params = load_params(REPO / "params.yaml")
+    p, size = params.train, (params.resize.height, params.resize.width, 3)
+    configure(p.seed, p.deterministic, False)
+    model = build_model(p.model, size, [head("type", CLASSES)], dropout=p.dropout, l2=p.l2,
+                        bn_momentum=p.bn_momentum)  # fmt: skip
+    compile_model(model, p)
+    rng = np.random.default_rng(0)
+    n = 25 * p.batch_size
+    data = Batches(rng.integers(0, 256, (n, *size), dtype=np.uint8),
+                   {"type": rng.integers(0, len(CLASSES), n)}, p.batch_size, shuffle=True)  # fmt: skip
+    model.fit(data, epochs=1, verbose=0)  # tracing and first touch, not timed
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    model.fit(data, epochs=epochs, verbose=0)
+    seconds, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+    steps = epochs * len(data)
+    kernel, user = after.ru_stime - before.ru_stime, after.ru_utime - before.ru_utime
+    weights = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.get_weights())).hexdigest()
+    print(json.dumps({"mode": mode, "ms_per_step": 1000 * seconds / steps,
+                      "faults_per_step": (after.ru_minflt - before.ru_minflt) / steps,
+                      "kernel_share": kernel / (kernel + user), "weights": weights[:16]}))  # fmt: skip
+    keras.backend.clear_session()
+
+
+def allocator_compare(rounds: int, epochs: int) -> None:
+    """Item 6: default malloc against freed memory kept, alternating in fresh processes."""
+    import json
+
+    found: dict[str, list[dict]] = {"default": [], "keep": []}
+    print(f"{'malloc':<8} {'ms/step':>8} {'faults/step':>12} {'kernel CPU':>11}  weights")
+    for _ in range(rounds):
+        for mode in found:
+            done = subprocess.run([sys.executable, __file__, "--allocator-child", mode, "--fit-epochs",
+                                   str(epochs)], capture_output=True, text=True, check=True)  # fmt: skip
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            found[mode].append(row)
+            print(f"{mode:<8} {row['ms_per_step']:8.0f} {row['faults_per_step']:12.0f} "
+                  f"{row['kernel_share']:11.0%}  {row['weights']}")  # fmt: skip
+    mean = {m: sum(r["ms_per_step"] for r in rows) / len(rows) for m, rows in found.items()}
+    same = len({r["weights"] for rows in found.values() for r in rows}) == 1
+    print(f"speed-up {mean['default'] / mean['keep']:.2f}x; weights {'identical' if same else 'DIFFER'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", nargs="+", default=STAGES, help="stages to time, in order")
@@ -181,7 +249,16 @@ def main() -> None:
     parser.add_argument("--predict-models", type=Path, nargs="+", help="time only item 5: these model files")
     parser.add_argument("--photos", type=int, default=40, help="BCCD photos for --predict-models")
     parser.add_argument("--colours", nargs="+", help="resize.colour for each of --predict-models, in order")
+    parser.add_argument("--allocator", action="store_true", help="time only item 6: malloc settings")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations for --allocator")
+    parser.add_argument("--allocator-child", choices=("default", "keep"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.allocator_child:
+        allocator_child(args.allocator_child, args.fit_epochs)
+        return
+    if args.allocator:
+        allocator_compare(args.rounds, args.fit_epochs)
+        return
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
