@@ -328,7 +328,7 @@ def plot(rows: pd.DataFrame, path: Path, curve: pd.DataFrame | None = None) -> N
             if len(values):
                 sd = values.std(ddof=1) if len(values) > 1 else 0.0
                 ax.errorbar(i + 0.3, values.mean(), yerr=sd, fmt="o", color="black", capsize=4)
-        ax.set_xticks(range(len(settings)), settings, rotation=20)
+        ax.set_xticks(range(len(settings)), settings, rotation=30, ha="right")
         ax.set_title(f"{metric.replace('external.pbc.localiser.', 'PBC ')} (each run; mean ± sd)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
