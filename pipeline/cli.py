@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--no-mlflow", action="store_true")
     r.set_defaults(run=adapt_report)
     args = parser.parse_args(argv)
-    keep_freed_memory()  # every command that runs a model
+    keep_freed_memory()  # for every command: cheap, and those that run a model train or predict faster
     try:
         return args.run(args)
     except PipelineError as err:

@@ -47,6 +47,11 @@ def curve_match(column: str) -> re.Match | None:
     return next((m for curve in CURVES if (m := curve.match(column))), None)
 
 
+def curve_columns(columns: Iterable[str]) -> list[str]:
+    """The first-k-members columns among `columns`, by k, then by name: where a report puts them."""
+    return sorted({c for c in columns if curve_match(c)}, key=lambda c: (int(curve_match(c)["k"]), c))
+
+
 def size_setting(setting: str, k: int) -> str:
     """The pseudo-setting of an ensemble setting's first k members (`members_rows`)."""
     return f"{setting}{SIZE}{k}"
@@ -140,10 +145,7 @@ def study_rows(exp_show: Iterable[Mapping], baseline: str | None = None) -> pd.D
             changes = [f"{k}={params[k]}" for k in sorted(keys - VARIES)]
             row["changes"] = ", ".join(changes) or "(baseline)"
     columns = ["setting", "fold", "seed", "experiment", "rev", "changes", *METRICS]
-    curve = sorted(
-        {k for row in rows for k in row if curve_match(k)}, key=lambda k: (int(curve_match(k)["k"]), k)
-    )
-    frame = pd.DataFrame(rows, columns=columns + curve)
+    frame = pd.DataFrame(rows, columns=columns + curve_columns(k for row in rows for k in row))
     return frame.sort_values(["setting", "seed", "fold"], ignore_index=True)
 
 
@@ -169,9 +171,9 @@ def join_runs(found: pd.DataFrame, committed: Sequence[pd.DataFrame]) -> pd.Data
     frames = [found, *(c[~c["experiment"].isin(found["experiment"])] for c in committed)]
     rows = pd.concat([f for f in frames if not f.empty] or [found], ignore_index=True)
     rows = rows.drop_duplicates("experiment", keep="first")
-    curve = sorted((c for c in rows.columns if curve_match(c)), key=lambda c: (int(curve_match(c)["k"]), c))
     rest = [c for c in rows.columns if not curve_match(c)]
-    return rows[rest + curve].sort_values(["setting", "seed", "fold"], ignore_index=True)
+    rows = rows[rest + curve_columns(rows.columns)]
+    return rows.sort_values(["setting", "seed", "fold"], ignore_index=True)
 
 
 def only(rows: pd.DataFrame, settings: Sequence[str]) -> pd.DataFrame:
