@@ -74,13 +74,20 @@ def _parent(client, experiment: str, study: str, key: str, value: str) -> tuple[
 
 def _finish(client, experiment: str, run_id: str, experiments: Sequence[str], files: Sequence[str],
             child_tags: Mapping[str, str] = MappingProxyType({})) -> str:  # fmt: skip
-    """Nest the model runs of `experiments` (by their `dvc.exp_name` tag) under the parent, log the
-    report files to it and end it."""
+    """Nest the finished model runs of `experiments` (by their `dvc.exp_name` tag) under the
+    parent, log the report files to it and end it. An attempt killed or failed is no result of the
+    study: it is not nested, and taken out if an earlier report nested it."""
+    tags = {PARENT_TAG: run_id, **child_tags}
     for name in experiments:
         for child in client.search_runs([experiment], filter_string=f"tags.`dvc.exp_name` = '{name}'"):
-            if child.data.tags.get("stages", "").startswith("train"):
-                for tag, value in {PARENT_TAG: run_id, **child_tags}.items():
+            if not child.data.tags.get("stages", "").startswith("train"):
+                continue
+            if child.info.status == "FINISHED":
+                for tag, value in tags.items():
                     client.set_tag(child.info.run_id, tag, value)
+            elif child.data.tags.get(PARENT_TAG) == run_id:
+                for tag in tags.keys() & child.data.tags.keys():
+                    client.delete_tag(child.info.run_id, tag)
     for path in files:
         client.log_artifact(run_id, path)
     client.set_terminated(run_id, "FINISHED")

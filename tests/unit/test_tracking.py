@@ -158,3 +158,30 @@ def test_the_experiment_opens_on_model_training_runs_in_the_ui(tmp_path, monkeyp
     older = client.create_experiment("made-before")  # a store from before the tag: marked on next use
     assert ensure_experiment("made-before") == older
     assert client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_a_study_nests_its_finished_model_runs_only(tmp_path, monkeypatch):
+    import mlflow
+
+    from pipeline.tracking.studies import PARENT_TAG, log_setting
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient()
+    experiment = ensure_experiment("wbc-pipeline")
+    summary = {"setting": "s", "changes": "-S train.epochs=10", "runs": 1, "folds": 1, "seeds": 1,
+               "val.accuracy.mean": 0.9, "val.accuracy.sd": 0.0}  # fmt: skip
+    runs = {}
+    for name, stages, status in (("finished", "train,evaluate", "FINISHED"), ("killed", "train", "KILLED"),
+                                 ("data", "crop", "FINISHED")):  # fmt: skip
+        runs[name] = client.create_run(experiment, tags={"dvc.exp_name": "e1", "stages": stages}).info.run_id
+        client.set_terminated(runs[name], status)
+    first = log_setting(summary, ["e1"])
+    client.set_tag(runs["killed"], PARENT_TAG, first)  # as a report before the fix nested it
+    client.set_tag(runs["killed"], "cv.setting", "s")
+    assert log_setting(summary, ["e1"]) == first  # a re-run of the report updates the same parent
+    nested = {n for n, r in runs.items() if client.get_run(r).data.tags.get(PARENT_TAG) == first}
+    assert nested == {"finished"}
+    assert "cv.setting" not in client.get_run(runs["killed"]).data.tags
+    assert client.get_run(runs["finished"]).data.tags["cv.setting"] == "s"
