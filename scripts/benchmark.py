@@ -20,10 +20,16 @@
    kept: `pipeline/core/memory.py`): ms per step, minor page faults per step, the kernel's share of
    the CPU time, a digest of the weights (equal: the same numbers), and the speed-up.
 
+7. With --tta: cells/s of the prediction path (`pipeline.inference.tta.predict`, the params' TTA)
+   at each batch size given, against Keras' `model.predict` per view (the path before it: a
+   dataset built, and traced again for each new shape, on each call), in fresh processes,
+   alternating, on chunks of the test split's crops of varying size.
+
     python scripts/benchmark.py --clone-to-predict PHOTO
     python scripts/benchmark.py --predict-models models/model.keras other.keras --photos 40
     python scripts/benchmark.py --predict-models rgb.keras reinhard.keras --colours rgb reinhard
     python scripts/benchmark.py --allocator --rounds 2
+    python scripts/benchmark.py --tta 64 16 --rounds 2
 """
 
 import argparse
@@ -240,6 +246,71 @@ def allocator_compare(rounds: int, epochs: int) -> None:
     print(f"speed-up {mean['default'] / mean['keep']:.2f}x; weights {'identical' if same else 'DIFFER'}")
 
 
+def tta_child(model_file: Path, batch: int) -> None:
+    """One process's prediction passes (item 7), printed as one JSON line: `batch` 0 is Keras'
+    `model.predict` per view (the path before `tta.predict`), else `tta.predict` at that size."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from pipeline.core.memory import keep_freed_memory
+    from pipeline.core.params import load_params
+    from pipeline.data.arrays import load_npz
+    from pipeline.inference.classify import load_model_file
+    from pipeline.inference.tta import predict, views
+    from pipeline.model.batches import Batches
+
+    keep_freed_memory()  # as in evaluate and `wbc predict`
+    tta = load_params(REPO / "params.yaml").evaluate.tta
+    model = load_model_file(model_file)
+    x = load_npz(REPO / "data/resized/test.npz", keys=("x",))["x"]
+    x = np.concatenate([x] * (160 // len(x) + 1))
+    chunks = [x[:n] for n in (150, 131, 97, 140, 122, 151, 89, 133)]  # evaluate's chunks vary so
+
+    def per_view(cells: np.ndarray) -> np.ndarray:
+        shown = views(cells) if tta else [lambda a: a]
+        out = [model.predict(Batches(np.ascontiguousarray(v(cells)), {}, 64, shuffle=False), verbose=0)
+               for v in shown]  # fmt: skip
+        return sum(next(iter(o.values())) if isinstance(o, dict) else o for o in out) / len(shown)
+
+    def run(cells: np.ndarray) -> np.ndarray:
+        return per_view(cells) if not batch else next(iter(predict(model, cells, batch, tta).values()))
+
+    first = run(x[:40])  # warm-up
+    start = time.perf_counter()
+    for chunk in chunks:
+        run(chunk)
+    seconds = time.perf_counter() - start
+    digest = hashlib.sha256(np.round(first, 5).tobytes()).hexdigest()[:12]
+    print(json.dumps({"cells_per_s": sum(map(len, chunks)) / seconds, "probs": digest}))
+
+
+def tta_speed(model_file: Path, batch_sizes: list[int], rounds: int) -> None:
+    """Item 7: cells/s of Keras' `model.predict` per view against `tta.predict` at each batch size,
+    each in a fresh process, alternating `rounds` times, on chunks of the test split's crops of
+    varying size (evaluate's and `wbc predict`'s chunks of photos hold varying numbers of cells);
+    a digest of the probabilities rounded to 5 decimals (equal: the same answers)."""
+    import json
+
+    names = {0: "model.predict per view (64)", **{b: f"tta.predict, batch {b}" for b in batch_sizes}}
+    found: dict[int, list[float]] = {b: [] for b in names}
+    digests: dict[int, str] = {}
+    for _ in range(rounds):
+        for batch in names:
+            done = subprocess.run([sys.executable, __file__, "--tta-child", str(batch), "--predict-models",
+                                   str(model_file)], capture_output=True, text=True, check=True)  # fmt: skip
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            found[batch].append(row["cells_per_s"])
+            digests[batch] = row["probs"]
+    base = sum(found[0]) / rounds
+    print(f"{model_file}, {rounds} round(s)")
+    for batch, name in names.items():
+        rates = found[batch]
+        print(f"{name:<28} {', '.join(f'{r:.1f}' for r in rates)} cells/s  "
+              f"{sum(rates) / rounds / base:5.2f}x  probabilities {digests[batch]}")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stages", nargs="+", default=STAGES, help="stages to time, in order")
@@ -251,13 +322,22 @@ def main() -> None:
     parser.add_argument("--colours", nargs="+", help="resize.colour for each of --predict-models, in order")
     parser.add_argument("--allocator", action="store_true", help="time only item 6: malloc settings")
     parser.add_argument("--rounds", type=int, default=2, help="alternations for --allocator")
+    parser.add_argument("--tta", type=int, nargs="+", metavar="BATCH",
+                        help="time only item 7: these batch sizes (model: --predict-models)")  # fmt: skip
     parser.add_argument("--allocator-child", choices=("default", "keep"), help=argparse.SUPPRESS)
+    parser.add_argument("--tta-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.allocator_child:
         allocator_child(args.allocator_child, args.fit_epochs)
         return
     if args.allocator:
         allocator_compare(args.rounds, args.fit_epochs)
+        return
+    if args.tta_child is not None:
+        tta_child(args.predict_models[0], args.tta_child)
+        return
+    if args.tta:
+        tta_speed((args.predict_models or [REPO / "models/model.keras"])[0], args.tta, args.rounds)
         return
     env = {
         **os.environ,

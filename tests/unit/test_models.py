@@ -107,6 +107,17 @@ def test_tta_prediction_is_the_mean_over_the_views():
     assert not np.allclose(averaged, predict(model, x)["type"])
 
 
+def test_tta_prediction_in_padded_batches_is_independent_of_the_cells_beside():
+    model = build_model("lenet", (32, 32, 3), task_heads("multitask", TYPES), dropout=0.5)
+    x = tiny(20)["x"]
+    whole = predict(model, x, batch_size=8, tta=True)
+    assert set(whole) == {"type", "nucleus"} and len(whole["type"]) == 20
+    alone = predict(model, x[8:12], batch_size=8, tta=True)  # the same places, other cells beside
+    assert all(np.array_equal(whole[h][8:12], alone[h]) for h in whole)
+    np.testing.assert_allclose(whole["type"], predict(model, x, batch_size=3, tta=True)["type"], rtol=1e-5)
+    assert predict(model, x[:0]) == {}
+
+
 @pytest.mark.parametrize("name", ["depthwise", "mobilenetv2"])
 def test_bn_momentum_reaches_every_batch_norm_layer(name):
     from pipeline.model.zoo import _layers
