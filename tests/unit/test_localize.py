@@ -6,7 +6,7 @@ from PIL import Image
 
 from pipeline.core.params import load_params
 from pipeline.data.voc import parse_voc
-from pipeline.inference.localize import find_wbcs, iou, match, summarize
+from pipeline.inference.localize import dilate, find_wbcs, iou, match, summarize
 from tests.helpers import PLATELETS, REPO, ROUND, THREE_LOBES, TWO_LOBES, H, W, field, truth_box
 
 LOCALIZE = load_params(REPO / "params.yaml").localize  # the values tuned on BCCD
@@ -109,3 +109,15 @@ def test_flat_stain_colour_is_not_a_cell():
     img[60:140, 60:140] = (120, 60, 170)
     assert find_wbcs(img, LOCALIZE) == []
     assert len(find_wbcs(field([ROUND]), LOCALIZE)) == 1  # a real nucleus still is
+
+
+@pytest.mark.parametrize("radius", [0.0, 1.0, 1.5, 3.2, 4.8, 7.3])
+def test_dilation_is_by_the_euclidean_disk(radius):
+    rng = np.random.default_rng(int(radius * 10))
+    for shape, share in (((40, 60), 0.01), ((40, 60), 0.2), ((3, 50), 0.1), ((1, 1), 1.0)):
+        mask = rng.random(shape) < share
+        ys, xs = np.nonzero(mask)
+        yy, xx = np.indices(shape)
+        within = ((yy[..., None] - ys) ** 2 + (xx[..., None] - xs) ** 2 <= radius**2).any(axis=-1)
+        assert np.array_equal(dilate(mask, radius), within)
+    assert not dilate(np.zeros((5, 5), bool), radius).any()
