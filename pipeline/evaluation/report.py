@@ -79,8 +79,9 @@ def evaluate_splits(model: keras.Model, p: EvaluateParams, twins: Twins = ()) ->
     report: dict = {}
     files: list = []
     data = {split: load_npz(paths.resized_split(split)) for split in ("val", "test")}
+    whole = {}  # the whole model's probabilities by split: the members curve's last point
     for split, arrays in data.items():
-        probs = predict(model, arrays["x"], tta=p.tta)
+        probs = whole[split] = predict(model, arrays["x"], tta=p.tta)
         by_head = score(arrays, probs, p, intervals=split == "test", twins=twins)
         name = "type" if "type" in by_head else "nucleus"
         report[split] = by_head.pop(name) | {"head": name}
@@ -91,7 +92,7 @@ def evaluate_splits(model: keras.Model, p: EvaluateParams, twins: Twins = ()) ->
             out = head(name, class_list(arrays))
             files = write_plots(arrays, probs[name], out, report[split]["confusion"], p.gallery_size)
     if len(members_of(model)) > 1:
-        report["members"] = members_curve(model, data, p)
+        report["members"] = members_curve(model, data, p, whole)
     return report, files
 
 
@@ -110,14 +111,17 @@ def domain_reports(
     return found
 
 
-def members_curve(model: keras.Model, data: Mapping[str, Mapping], p: EvaluateParams) -> dict:
+def members_curve(model: keras.Model, data: Mapping[str, Mapping], p: EvaluateParams,
+                  whole: Mapping[str, Mapping[str, np.ndarray]]) -> dict:  # fmt: skip
     """Accuracy and macro-F1 of the ensemble of the first k members, for every k: what each added
-    member buys, on val (where the ensemble size is chosen: `wbc cv report`) and test (shown)."""
+    member buys, on val (where the ensemble size is chosen: `wbc cv report`) and test (shown).
+    `whole`: the whole model's probabilities by split, already predicted (its k, not run again)."""
     curve = {}
-    for k in range(1, len(members_of(model)) + 1):
+    n = len(members_of(model))
+    for k in range(1, n + 1):
         scores = {}
         for split, arrays in data.items():
-            probs = predict(first(model, k), arrays["x"], tta=p.tta)
+            probs = whole[split] if k == n else predict(first(model, k), arrays["x"], tta=p.tta)
             by_head = score(arrays, probs, p, intervals=False)
             metrics = by_head["type"] if "type" in by_head else by_head["nucleus"]
             scores |= {f"{split}_{m}": float(metrics[m]) for m in ("accuracy", "macro_f1")}

@@ -58,26 +58,26 @@ def test_both_modes_score_every_cell_and_a_flat_image_is_no_cell(tmp_path):
 
 
 def test_calibrated_mode_scores_each_half_by_statistics_of_the_other(tmp_path, monkeypatch):
-    """Two-fold: no image is scored by a model calibrated on a set that holds it."""
+    """Two-fold: no image is scored by a model calibrated on a set that holds it. Every image's
+    crop differs (its own smear), so a crop tells which image it is."""
     from pipeline.core.classes import task_heads
     from pipeline.evaluation import external
     from pipeline.model.zoo import build_model
 
     root = cells(tmp_path / "set", per_class=4)
     calibrated_on, scored = [], []
-    lab_cells, classify_files = external.lab_cells, external.classify_files
+    calibrate, best_labels = external.calibrate, external.best_labels
 
-    def calibration_cells(files, *args, **kwargs):
-        calibrated_on.append(files)
-        return lab_cells(files, *args, **kwargs)
+    def calibrate_on(model, x, **kwargs):
+        calibrated_on.append({cell.tobytes() for cell in x})
+        return calibrate(model, x, **kwargs)
 
-    def classify(files, *args, **kwargs):
-        if kwargs["desc"].startswith("pbc (calibrated"):
-            scored.append(files)
-        return classify_files(files, *args, **kwargs)
+    def answer(model, found, *args):  # a single model: only its calibrated copies answer here
+        scored.append({cell.tobytes() for cell in found.x})
+        return best_labels(model, found, *args)
 
-    monkeypatch.setattr(external, "lab_cells", calibration_cells)
-    monkeypatch.setattr(external, "classify_files", classify)
+    monkeypatch.setattr(external, "calibrate", calibrate_on)
+    monkeypatch.setattr(external, "best_labels", answer)
     evaluate = PARAMS.evaluate.model_copy(update={"bootstrap_resamples": 20, "calibrate": True})
     model = build_model("depthwise", (32, 32, 3), task_heads("type", CLASSES), dropout=0.5)
     reports, rows = score_external(model, PARAMS.model_copy(update={"evaluate": evaluate}),
@@ -85,8 +85,8 @@ def test_calibrated_mode_scores_each_half_by_statistics_of_the_other(tmp_path, m
     assert reports["calibrated"]["n_images"] == 16 and len(rows["calibrated"]) == 16
     assert len(calibrated_on) == len(scored) == external.CALIBRATION_FOLDS
     for basis, judged in zip(calibrated_on, scored, strict=True):
-        assert judged and basis and not set(basis) & set(judged)
-    assert sorted(f for fold in scored for f in fold) == sorted(f for fold in calibrated_on for f in fold)
+        assert judged and basis and not basis & judged
+    assert set().union(*scored) == set().union(*calibrated_on)  # each image here has one cell
     off = PARAMS.evaluate.model_copy(update={"bootstrap_resamples": 20, "calibrate": False})
     reports, _ = score_external(model, PARAMS.model_copy(update={"evaluate": off}), head("type", CLASSES),
                                 root, CLASSES, "pbc")  # fmt: skip

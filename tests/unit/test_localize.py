@@ -3,10 +3,11 @@
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from pipeline.core.params import load_params
 from pipeline.data.voc import parse_voc
-from pipeline.inference.localize import dilate, find_wbcs, iou, match, summarize
+from pipeline.inference.localize import dilate, fill_holes, find_wbcs, iou, match, summarize
 from tests.helpers import PLATELETS, REPO, ROUND, THREE_LOBES, TWO_LOBES, H, W, field, truth_box
 
 LOCALIZE = load_params(REPO / "params.yaml").localize  # the values tuned on BCCD
@@ -121,3 +122,18 @@ def test_dilation_is_by_the_euclidean_disk(radius):
         within = ((yy[..., None] - ys) ** 2 + (xx[..., None] - xs) ** 2 <= radius**2).any(axis=-1)
         assert np.array_equal(dilate(mask, radius), within)
     assert not dilate(np.zeros((5, 5), bool), radius).any()
+
+
+def test_holes_are_filled_as_by_scipy():
+    ring = np.zeros((7, 9), bool)
+    ring[1:6, 1:6] = True
+    ring[2:5, 2:5] = False  # a hole
+    ring[3, 6:] = True  # a bar to the border: the region beside it still reaches the border
+    filled = fill_holes(ring)
+    assert filled[1:6, 1:6].all() and not filled[0].any() and not filled[:, 8][[0, 1, 2, 4, 5, 6]].any()
+    rng = np.random.default_rng(3)
+    for shape, share in (((40, 60), 0.3), ((40, 60), 0.6), ((3, 50), 0.5), ((1, 1), 1.0), ((1, 1), 0.0)):
+        mask = rng.random(shape) < share
+        assert np.array_equal(fill_holes(mask), ndimage.binary_fill_holes(mask))
+    for full in (np.ones((4, 4), bool), np.zeros((4, 4), bool)):
+        assert np.array_equal(fill_holes(full), full)
