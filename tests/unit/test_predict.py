@@ -13,7 +13,14 @@ from pipeline.core.classes import task_heads
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import load_params
 from pipeline.data.voc import parse_voc
-from pipeline.inference.classify import crops, differential, image_files, model_head, predict_images
+from pipeline.inference.classify import (
+    classify_files,
+    crops,
+    differential,
+    image_files,
+    model_head,
+    predict_images,
+)
 from pipeline.model.zoo import build_model
 from tests.helpers import REPO, ROUND, THREE_LOBES, field
 
@@ -84,6 +91,36 @@ def test_each_found_cell_is_classified_and_an_empty_field_is_reported(model_file
     assert [c.box for c in given.cells] == [(10, 10, 50, 50)] and given.cells[0].score is None
     with pytest.raises(PipelineError, match="predicts 4 cell types but the params name 5"):
         model_head(model, [*NAMES, "basophil"])
+
+
+def test_files_in_chunks_read_ahead_give_each_file_its_own_result_in_order(model_file, tmp_path, monkeypatch):
+    """Chunks of 2 (the next one read in a second thread): the same results as all fields at once,
+    an unreadable file noted in its place, or with `strict` an error that names it."""
+    import keras
+
+    from pipeline.inference import classify
+
+    model = keras.saving.load_model(model_file)
+    out = model_head(model, NAMES)
+    layouts = [[THREE_LOBES, ROUND], [], [ROUND], [THREE_LOBES], [ROUND, THREE_LOBES]]
+    files = []
+    for i, cells in enumerate(layouts):
+        files.append(tmp_path / f"f{i}.png")
+        Image.fromarray(field(cells, platelets=False)).save(files[-1])
+    whole = predict_images([(str(f), Image.open(f).convert("RGB"), None) for f in files], model, PARAMS, out)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    monkeypatch.setattr(classify, "CHUNK", 2)
+    got = classify_files([*files[:3], broken, *files[3:]], model, PARAMS, out)
+    assert got[3].image == str(broken) and got[3].note.startswith("unreadable") and not got[3].cells
+    assert [r.image for r in got[:3] + got[4:]] == [r.image for r in whole]
+    for a, b in zip(got[:3] + got[4:], whole, strict=True):
+        assert a.note == b.note and [(c.box, c.label) for c in a.cells] == [(c.box, c.label) for c in b.cells]
+        for c, d in zip(a.cells, b.cells, strict=True):
+            assert c.probabilities == pytest.approx(d.probabilities, abs=1e-5)
+    assert got[1].note == "no white cell found"
+    with pytest.raises(PipelineError, match=r"broken\.jpg"):
+        classify_files([*files[:3], broken], model, PARAMS, out, strict=True)
 
 
 def wbc(args: list[str]) -> subprocess.CompletedProcess:
