@@ -53,6 +53,48 @@ def test_statistics_come_from_the_cells_and_the_model_is_left_alone():
     assert norm_layers(model)[0].moving_mean.numpy().tolist() == [0.0] * 6
 
 
+def by_prefixes(model: keras.Model, x: np.ndarray) -> list[np.ndarray]:
+    """The statistics calibration must give, computed the plain way: each norm's input from the
+    cells through everything before it, the earlier norms already set."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    found = []
+    for norm in norm_layers(copy):
+        features = keras.Model(copy.inputs, norm.input).predict(x, batch_size=64, verbose=0)
+        mean, var = features.mean((0, 1, 2), dtype=np.float64), features.var((0, 1, 2), dtype=np.float64)
+        norm.moving_mean.assign(mean.astype(np.float32))
+        norm.moving_variance.assign(var.astype(np.float32))
+        found += [norm.moving_mean.numpy(), norm.moving_variance.numpy()]
+    return found
+
+
+def skip_net(seed: int) -> keras.Model:
+    """Like `affine_net`, with a skip connection from the cells around the first norm's input."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(6, 1)(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Conv2D(5, 1)(keras.layers.Activation("relu")(x))
+    x = keras.layers.Add()([x, keras.layers.Conv2D(5, 1)(inputs)])
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.BatchNormalization()(keras.layers.Conv2D(5, 1)(x))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, {"type": keras.layers.Dense(4, "softmax", name="type")(x)})
+
+
+def test_norms_are_calibrated_in_order_segment_by_segment_as_from_the_cells():
+    """Each norm's input is computed on from the previous norm's (every layer run once), or from
+    the cells where a skip connection reaches around it: the plain way's statistics, bit for bit."""
+    x = cells(150, 7, gain=0.7, offset=40)  # 150: batches of 64 and a last one of 22
+    for model in (affine_net(5), skip_net(6), build_model("depthwise", (32, 32, 3), task_heads("type", NAMES),
+                                                         dropout=0.5)):  # fmt: skip
+        data = x if model.input_shape[1] == 8 else np.resize(x, (150, 32, 32, 3))
+        norms = norm_layers(calibrate(model, data))
+        got = [v.numpy() for n in norms for v in (n.moving_mean, n.moving_variance)]
+        for a, b in zip(got, by_prefixes(model, data), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_another_labs_brightness_and_contrast_are_undone():
     """A known answer: a lab whose cells are the same cells at another gain and offset gets, once
     calibrated on its own cells, the answers the first lab gets once calibrated on its own."""
