@@ -61,9 +61,9 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     """`mask` with every unset region that does not reach the border set (4-connected, as
     `ndimage.binary_fill_holes`): one labelling instead of its dilations repeated until nothing
     changes, 2.8x faster on the Kaggle fields with the same masks."""
-    background, _ = ndimage.label(~mask)
+    background, n = ndimage.label(~mask)
     outside = np.unique(np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]]))
-    reaches_border = np.zeros(background.max() + 1, bool)
+    reaches_border = np.zeros(n + 1, bool)
     reaches_border[outside] = True
     return mask | ~reaches_border[background]
 
