@@ -27,23 +27,29 @@ def calibratable(model: keras.Model) -> bool:
     return all(norm_layers(m) for m in members_of(model))
 
 
-def _calibrate_member(member: keras.Model, x: np.ndarray, batch_size: int) -> keras.Model:
-    copy = keras.models.clone_model(member)
-    copy.set_weights(member.get_weights())
-    norms = norm_layers(copy)
+def set_norm_statistics(model: keras.Model, x: np.ndarray, batch_size: int) -> None:
+    """Set every batch-norm layer of a single model, in place and in graph order, to the mean and
+    variance of its input over `x` (each layer seeing the earlier ones already set)."""
+    norms = norm_layers(model)
     if not norms:
-        raise PipelineError(f"calibrate: model {member.name!r} has no batch-norm layer to calibrate")
-    features, start = x, copy.inputs
-    for norm in norms:  # in graph order: each layer sees the earlier ones already calibrated
+        raise PipelineError(f"calibrate: model {model.name!r} has no batch-norm layer to calibrate")
+    features, start = x, model.inputs
+    for norm in norms:
         try:  # on from the previous norm's input: every layer runs once (2x faster than from the cells)
             segment = keras.Model(start, norm.input)
         except ValueError:  # a skip connection reaches around that input: from the cells again
-            segment, features = keras.Model(copy.inputs, norm.input), x
+            segment, features = keras.Model(model.inputs, norm.input), x
         features = segment.predict(features, batch_size=batch_size, verbose=0)
         axes = tuple(range(features.ndim - 1))
         norm.moving_mean.assign(features.mean(axes, dtype=np.float64).astype(np.float32))
         norm.moving_variance.assign(features.var(axes, dtype=np.float64).astype(np.float32))
         start = norm.input
+
+
+def _calibrate_member(member: keras.Model, x: np.ndarray, batch_size: int) -> keras.Model:
+    copy = keras.models.clone_model(member)
+    copy.set_weights(member.get_weights())
+    set_norm_statistics(copy, x, batch_size)
     return copy
 
 

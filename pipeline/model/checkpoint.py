@@ -2,10 +2,11 @@
 it stopped instead of starting over.
 
 The state is the model's and optimizer's variables, the random-seed states of its layers (dropout),
-the epoch, the history so far and the inner counters of the LR-schedule and early-stopping
-callbacks. It is written to a fresh folder that replaces the previous one by rename, so a kill
-mid-write leaves the last complete state. A fingerprint of the params, the data and the code ties
-it to one run: anything else starts over.
+the epoch, the history so far, the inner counters of the LR-schedule and early-stopping callbacks
+and the arrays of those that keep some (`state()` / `restore()`: the weight average's sum). It is
+written to a fresh folder that replaces the previous one by rename, so a kill mid-write leaves the
+last complete state. A fingerprint of the params, the data and the code ties it to one run:
+anything else starts over.
 """
 
 import hashlib
@@ -24,6 +25,7 @@ STATE = "state.json"
 WEIGHTS = "training.weights.h5"
 BEST = "best_weights.npz"
 SEEDS = "seed_states.npz"
+ARRAYS = "callback_{}.npz"  # the i-th array-keeping callback's state
 # Inner counters of the stateful callbacks, saved and restored by attribute name.
 COUNTERS = {
     "ReduceLROnPlateau": ("wait", "best", "cooldown_counter"),
@@ -50,6 +52,7 @@ class Checkpoint(keras.callbacks.Callback):
         super().__init__()
         self.directory, self.fingerprint = Path(directory), fingerprint
         self.stateful = [c for c in stateful if type(c).__name__ in COUNTERS]
+        self.keeping = [c for c in stateful if hasattr(c, "state") and hasattr(c, "restore")]
         self.history: dict[str, list[float]] = {}
         self.counters: list[dict] = []
 
@@ -70,6 +73,9 @@ class Checkpoint(keras.callbacks.Callback):
         with np.load(self.directory / SEEDS) as seeds:
             for i, variable in enumerate(_seed_states(model)):
                 variable.assign(seeds[f"s{i}"])
+        for i, callback in enumerate(self.keeping):
+            with np.load(self.directory / ARRAYS.format(i)) as arrays:
+                callback.restore(dict(arrays))
         self.history, self.counters = state["history"], state["callbacks"]
         print(f"train: resuming from the checkpoint after epoch {state['epoch']} in {self.directory}")
         return int(state["epoch"])
@@ -89,6 +95,8 @@ class Checkpoint(keras.callbacks.Callback):
             self.model.save_weights(tmp / WEIGHTS)
             seeds = {f"s{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(_seed_states(self.model))}
             np.savez(tmp / SEEDS, **seeds)
+            for i, callback in enumerate(self.keeping):
+                np.savez(tmp / ARRAYS.format(i), **callback.state())
             counters = []
             for callback in self.stateful:
                 counters.append({k: _plain(getattr(callback, k)) for k in COUNTERS[type(callback).__name__]})

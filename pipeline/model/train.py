@@ -15,6 +15,7 @@ from pipeline.core.classes import head, task_heads
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import TrainParams
 from pipeline.data.arrays import class_list
+from pipeline.model.averaging import WeightAverage
 from pipeline.model.batches import Batches, Reshuffle
 from pipeline.model.checkpoint import Checkpoint, FinishedMember, fingerprint
 from pipeline.model.ensemble import average, member_seed
@@ -65,8 +66,10 @@ def cosine_rate(epoch: int, p: TrainParams) -> float:
 
 
 def callbacks(p: TrainParams) -> list[keras.callbacks.Callback]:
-    """The learning-rate schedule and early stopping the params ask for."""
+    """The learning-rate schedule, early stopping and weight averaging the params ask for."""
     found: list[keras.callbacks.Callback] = []
+    if p.average_epochs:
+        found.append(WeightAverage(p.epochs, p.average_epochs))
     if p.lr_schedule == "cosine":
         found.append(keras.callbacks.LearningRateScheduler(lambda epoch: cosine_rate(epoch, p)))
     elif p.reduce_lr.enabled:
@@ -106,7 +109,8 @@ def fit(
     checkpoint: Path | None = None,
     fingerprint: str = "",
 ) -> dict[str, list[float]]:
-    """Train with the params' schedule; returns the per-epoch history.
+    """Train with the params' schedule (and the last epochs' weights averaged, if asked); returns
+    the per-epoch history, of the weights as trained.
 
     With a `checkpoint` folder the state is saved after every epoch, and a state saved there by a
     killed run with the same `fingerprint` is resumed from.
@@ -136,6 +140,9 @@ def fit(
         callbacks=[Reshuffle(batches), *schedule, *([saver] if saver else []), *extra_callbacks],
         verbose=2,
     )
+    for callback in schedule:
+        if isinstance(callback, WeightAverage):
+            callback.apply(model, train["x"], p.batch_size)
     if saver is not None:
         return saver.history
     return {k: [float(v) for v in vs] for k, vs in history.history.items()}
