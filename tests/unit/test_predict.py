@@ -95,7 +95,9 @@ def test_each_found_cell_is_classified_and_an_empty_field_is_reported(model_file
 
 def test_files_in_chunks_read_ahead_give_each_file_its_own_result_in_order(model_file, tmp_path, monkeypatch):
     """Chunks of 2 (the next one read in a second thread): the same results as all fields at once,
-    an unreadable file noted in its place, or with `strict` an error that names it."""
+    an unreadable file noted in its place, or with `strict` an error that names it. Only whole
+    model batches (3 cells here) are classified before the last chunk: the rest waits for the
+    next chunk's cells, and each chunk still gets its own."""
     import keras
 
     from pipeline.inference import classify
@@ -111,7 +113,11 @@ def test_files_in_chunks_read_ahead_give_each_file_its_own_result_in_order(model
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
     monkeypatch.setattr(classify, "CHUNK", 2)
+    monkeypatch.setattr(classify, "BATCH", 3)
+    calls, cells_of = [], classify.classify
+    monkeypatch.setattr(classify, "classify", lambda m, x, *a: calls.append(len(x)) or cells_of(m, x, *a))
     got = classify_files([*files[:3], broken, *files[3:]], model, PARAMS, out)
+    assert calls == [0, 3, 3]  # 2 cells wait, 2 + 1 go, then the last chunk's 3
     assert got[3].image == str(broken) and got[3].note.startswith("unreadable") and not got[3].cells
     assert [r.image for r in got[:3] + got[4:]] == [r.image for r in whole]
     for a, b in zip(got[:3] + got[4:], whole, strict=True):
