@@ -168,14 +168,12 @@ class TrainParams(_Section):
     members: int = Field(ge=1, le=20, description="models trained with different seeds and averaged into one")
     average_epochs: int = Field(
         ge=0,
-        description="SWA: the weights after each of the last N epochs averaged and batch-norm "
-        "statistics recomputed on train cells; 0: the last epoch's weights as trained",
+        description="SWA: the weights after each of the last N epochs (all, if fewer were trained) "
+        "averaged and batch-norm statistics recomputed on train cells; 0: the last epoch's weights",
     )
 
     @model_validator(mode="after")
-    def _average_what_was_trained(self) -> "TrainParams":
-        if self.average_epochs > self.epochs:
-            raise ValueError(f"average_epochs ({self.average_epochs}) must be <= epochs ({self.epochs})")
+    def _average_or_stop_early(self) -> "TrainParams":
         if self.average_epochs and self.early_stopping.enabled:
             raise ValueError(
                 "average_epochs averages the last epochs, early_stopping keeps the best one: enable one"

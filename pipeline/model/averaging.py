@@ -18,7 +18,8 @@ NORM_CELLS = 512  # train cells the statistics are recomputed on (evenly spaced 
 
 
 class WeightAverage(keras.callbacks.Callback):
-    """Sums the trainable weights after each of the last `last` of `epochs` epochs. Its sum is part
+    """Sums the trainable weights after each of the last `last` of `epochs` epochs (every epoch when
+    `last` >= `epochs`: `-S train.epochs=5` works with the default's 8). Its sum is part
     of the training state a checkpoint saves (`state`, `restore`), so a resumed run averages the
     same epochs."""
 

@@ -1,6 +1,6 @@
 """Weight averaging (`train.average_epochs`): the model ends with the mean of the weights after
 each of the last N epochs and batch-norm statistics of train cells under them; a run killed between
-averaged epochs resumes to the same model; the params refuse what cannot be averaged."""
+averaged epochs resumes to the same model; more epochs asked than trained average them all."""
 
 import keras
 import numpy as np
@@ -83,11 +83,11 @@ def test_a_run_killed_between_averaged_epochs_resumes_to_the_same_model(tmp_path
         np.testing.assert_array_equal(a, b)
 
 
-def test_averaging_more_epochs_than_trained_or_beside_early_stopping_is_refused():
+def test_averaging_more_epochs_than_trained_averages_them_all_and_early_stopping_is_refused():
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
-    raw["train"].update(epochs=4, average_epochs=5)
-    with pytest.raises(PipelineError, match=r"average_epochs \(5\) must be <= epochs \(4\)"):
-        validate_params(raw)
+    raw["train"].update(epochs=4, average_epochs=8)  # `dvc exp run -S train.epochs=4` on the default
+    (average,) = [c for c in callbacks(validate_params(raw).train) if isinstance(c, WeightAverage)]
+    assert average.first <= 0  # from the first epoch on
     raw["train"].update(average_epochs=2, early_stopping={**raw["train"]["early_stopping"], "enabled": True})
     with pytest.raises(PipelineError, match="early_stopping keeps the best one"):
         validate_params(raw)
