@@ -45,7 +45,7 @@ class WeightAverage(keras.callbacks.Callback):
 
     def apply(self, model: keras.Model, x: np.ndarray, batch_size: int) -> None:
         """Set `model`'s trainable weights to the average and its batch-norm statistics to those of
-        `x` (train cells) under them. Nothing summed (a run with fewer epochs) leaves it as is."""
+        `x` (train cells) under them. Nothing summed (no epoch trained) leaves it as is."""
         if not self.count:
             return
         for variable, total in zip(model.trainable_variables, self.total, strict=True):
