@@ -194,6 +194,17 @@ def answers(images: Sequence[tuple[str, Image.Image, Sequence[tuple] | None]], f
     return results
 
 
+@dataclass(frozen=True)
+class _ReadChunk:
+    """A chunk of files read, localised and cut, waiting until all its cells are labelled."""
+
+    files: Sequence[Path]
+    readable: list[tuple[str, Image.Image, Sequence[tuple] | None]]
+    failed: dict[Path, ImageResult]  # unreadable files, with why
+    found: list[list[tuple]]  # each readable image's cells (`find_cells`)
+    n_cells: int
+
+
 def classify_files(
     files: Sequence[Path],
     model: keras.Model,
@@ -217,7 +228,7 @@ def classify_files(
     boxes = boxes or {}
     size = model.input_shape[1:3]
 
-    def read(chunk: Sequence[Path]) -> tuple[list, dict[Path, ImageResult], list[list[tuple]], np.ndarray]:
+    def read(chunk: Sequence[Path]) -> tuple[_ReadChunk, np.ndarray]:
         readable, failed = [], {}
         for path in chunk:
             try:
@@ -229,31 +240,33 @@ def classify_files(
                 continue
             given = [(0, 0, img.width, img.height)] if whole_image else boxes.get(path)
             readable.append((str(path), img, given))
-        return readable, failed, *find_cells(readable, params, size)
+        found, x = find_cells(readable, params, size)
+        return _ReadChunk(chunk, readable, failed, found, len(x)), x
 
     chunks = [files[start : start + CHUNK] for start in range(0, len(files), CHUNK)]
     results: list[ImageResult] = []
-    waiting: list[tuple] = []  # read chunks whose cells are not all classified yet, in order
+    waiting: list[_ReadChunk] = []  # read chunks whose cells are not all classified yet, in order
     unclassified = np.empty((0, *size, 3), np.uint8)
     labelled: list[tuple[str, dict[str, float]]] = []  # classified cells not yet handed to their chunk
     with tqdm(total=len(files), desc=desc, unit="image", file=sys.stderr, mininterval=10,
               disable=len(files) < 2) as bar, ThreadPoolExecutor(1) as ahead:  # fmt: skip
         pending = ahead.submit(read, chunks[0]) if chunks else None
-        for k, chunk in enumerate(chunks):
-            readable, failed, found, x = pending.result()
+        for k in range(len(chunks)):
+            read_chunk, x = pending.result()
             if k + 1 < len(chunks):
                 pending = ahead.submit(read, chunks[k + 1])
-            waiting.append((chunk, readable, failed, found, len(x)))
+            waiting.append(read_chunk)
             unclassified = np.concatenate([unclassified, x])
             # Whole model batches only until the last chunk: the rest waits for the next chunk's
             # cells instead of being padded (a padded batch costs a full one).
             ready = len(unclassified) if k + 1 == len(chunks) else len(unclassified) // BATCH * BATCH
             labelled += classify(model, unclassified[:ready], out, params.evaluate.tta)
             unclassified = unclassified[ready:]
-            while waiting and waiting[0][-1] <= len(labelled):
-                done, readable, failed, found, n = waiting.pop(0)
-                predicted = iter(answers(readable, found, labelled[:n]))
-                labelled = labelled[n:]
-                results.extend(failed[path] if path in failed else next(predicted) for path in done)
-                bar.update(len(done))
+            while waiting and waiting[0].n_cells <= len(labelled):
+                done = waiting.pop(0)
+                predicted = iter(answers(done.readable, done.found, labelled[: done.n_cells]))
+                labelled = labelled[done.n_cells :]
+                for path in done.files:
+                    results.append(done.failed[path] if path in done.failed else next(predicted))
+                bar.update(len(done.files))
     return results
