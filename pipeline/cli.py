@@ -156,6 +156,29 @@ def compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cells(args: argparse.Namespace) -> int:
+    """Which test cells do models miss, over many runs: the cells none gets right bound them all."""
+    from pipeline.evaluation.compare import cell_agreement, experiment_refs, read_predictions
+
+    sources = list(args.sources) + [r for g in args.experiments for r in experiment_refs(g)]
+    if not sources:
+        raise PipelineError("no predictions: name files, revisions or experiments, or --experiments GLOB")
+    table = cell_agreement([read_predictions(s) for s in sources])
+    never = table[table["right"] == 0]
+    n = len(table)
+    print(f"{len(sources)} models' predictions on the same {n} cells")
+    print(f"right in every model: {int((table['right'] == len(sources)).sum())}; in none: {len(never)}"
+          + (f" ({', '.join(never['sample_id'])})" if len(never) else ""))  # fmt: skip
+    best = n - len(never)
+    print(f"a model that misses those too scores at most {best / n:.3f} ({best} of {n})")
+    missed = table[table["right"] < len(sources)].head(args.show)
+    if len(missed):
+        print(missed.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    if args.out:
+        atomic_write_bytes(args.out, table.to_csv(index=False).encode())
+    return 0
+
+
 def queue(commands: list[list[str]], dry_run: bool) -> int:
     """Print and run `dvc exp run --queue` commands (a study's runs); `dvc queue start` runs them."""
     for cmd in commands:
@@ -326,6 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--confidence", type=float, default=0.95)
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(run=compare)
+    h = sub.add_parser("cells", help="per test cell, how many of several models get it right")
+    h.add_argument(
+        "sources", nargs="*", help="predictions CSVs, git revisions, DVC experiment names or runs:/<id>"
+    )
+    h.add_argument("--experiments", action="append", default=[], metavar="GLOB",
+                   help="every DVC experiment whose name matches (e.g. 'cv-*'); repeatable")  # fmt: skip
+    h.add_argument("--show", type=int, default=20, help="the hardest cells listed")
+    h.add_argument("--out", type=Path, help="a CSV of every cell")
+    h.set_defaults(run=cells)
     v = sub.add_parser("cv", help="cross-validation study: queue DVC experiments, report mean ± sd")
     cv_sub = v.add_subparsers(dest="cv_command", required=True)
     q = cv_sub.add_parser("queue", help="queue a setting's runs: one per fold and seed")

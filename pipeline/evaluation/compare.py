@@ -3,8 +3,10 @@ difference in accuracy with a bootstrap interval over SOURCE photos, and McNemar
 the cells one gets right and the other wrong. With 69 test cells one cell is 1.4 points, so a
 single run's gain is mostly noise; this says when it is not."""
 
+import fnmatch
 import io
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +64,13 @@ def read_predictions(source: str, repo: Path = Path(".")) -> pd.DataFrame:
     return table
 
 
+def experiment_refs(pattern: str, repo: Path = Path(".")) -> list[str]:
+    """The git refs of every DVC experiment whose name matches `pattern` (a shell glob: `cv-*`)."""
+    refs = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], cwd=repo,
+                          capture_output=True, text=True).stdout.split()  # fmt: skip
+    return [r for r in refs if r.count("/") > 3 and fnmatch.fnmatchcase(r.rsplit("/", 1)[-1], pattern)]
+
+
 def _from_git(rev: str, repo: Path) -> str:
     """The predictions file at a git revision, or at the tip of the DVC experiment of that name."""
     refs = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], cwd=repo,
@@ -113,3 +122,34 @@ def compare(a: pd.DataFrame, b: pd.DataFrame, *, resamples: int = 2000, confiden
         interval=(float(np.percentile(boot, tail)), float(np.percentile(boot, 100 - tail))),
         only_a_right=only_a, only_b_right=only_b, p_value=float(p), confidence=confidence,
     )  # fmt: skip
+
+
+def cell_agreement(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Per cell, over several models' predictions on the same cells: how many models get it right,
+    the answer they give most, and the median probability they give its true class (where the
+    tables have `p_<class>` columns). Hardest cells first. A cell no model gets right bounds what
+    any of them, and likely what their recipe, can score: more seeds will not fix it."""
+    if not tables:
+        raise PipelineError("no predictions to compare")
+    first = tables[0].set_index("sample_id")
+    for table in tables[1:]:
+        if set(table["sample_id"]) != set(first.index) or len(table) != len(first):
+            raise PipelineError("the predictions are not on the same cells (sample ids differ)")
+        if not (table.set_index("sample_id").loc[first.index, "actual"] == first["actual"]).all():
+            raise PipelineError("the predictions disagree on the true classes of the same cells")
+    aligned = [t.set_index("sample_id").loc[first.index] for t in tables]
+    predicted = pd.concat([t["predicted"] for t in aligned], axis=1)
+    right = predicted.eq(first["actual"], axis=0)
+    probability = pd.concat(
+        [t.apply(lambda row: row.get(f"p_{row['actual']}", np.nan), axis=1) for t in aligned], axis=1
+    )
+    table = pd.DataFrame({
+        "source_image": first["source_image"],
+        "actual": first["actual"],
+        "models": len(tables),
+        "right": right.sum(axis=1),
+        "most_predicted": predicted.mode(axis=1)[0],
+        "median_p_actual": probability.median(axis=1),
+    })  # fmt: skip
+    table = table.rename_axis("sample_id").reset_index()
+    return table.sort_values(["right", "median_p_actual", "sample_id"], kind="stable").reset_index(drop=True)

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.cli import main
 from pipeline.core.errors import PipelineError
-from pipeline.evaluation.compare import compare, read_predictions
+from pipeline.evaluation.compare import cell_agreement, compare, read_predictions
 
 
 def predictions(n: int, wrong: set[int], cells_per_source: int = 1) -> pd.DataFrame:
@@ -80,3 +80,48 @@ def test_the_command_reads_git_revisions_and_files(tmp_path, capsys, monkeypatch
     assert main(["compare", "HEAD", "nope"]) == 2
     assert "nope: no file, git revision" in capsys.readouterr().err
     assert np.isfinite(compare(read_predictions("HEAD"), read_predictions(str(better))).p_value)
+
+
+def with_probabilities(table: pd.DataFrame, p_true: float) -> pd.DataFrame:
+    """`table` with the probability columns evaluate writes: p_true on the true class."""
+    return table.assign(p_neutrophil=p_true, p_eosinophil=1 - p_true)
+
+
+def test_cell_agreement_counts_the_models_right_on_each_cell():
+    runs = [
+        with_probabilities(predictions(10, {0, 1}), 0.2),
+        with_probabilities(predictions(10, {0}), 0.4),
+        with_probabilities(predictions(10, {0, 2}), 0.6).iloc[::-1],  # any row order
+    ]
+    table = cell_agreement(runs)
+    assert list(table["sample_id"][:3]) == ["s0", "s1", "s2"]  # hardest first
+    assert list(table["right"][:4]) == [0, 2, 2, 3] and (table["models"] == 3).all()
+    assert table.loc[0, "most_predicted"] == "eosinophil" and table.loc[3, "most_predicted"] == "neutrophil"
+    assert table.loc[0, "median_p_actual"] == pytest.approx(0.4)
+    assert np.isnan(cell_agreement([predictions(3, set())])["median_p_actual"]).all()  # no p_ columns
+    with pytest.raises(PipelineError, match="not on the same cells"):
+        cell_agreement([predictions(10, set()), predictions(9, set())])
+    other = predictions(10, set()).assign(actual="eosinophil")
+    with pytest.raises(PipelineError, match="disagree on the true classes"):
+        cell_agreement([predictions(10, set()), other])
+
+
+def test_the_cells_command_reads_experiments_by_name(tmp_path, capsys, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "plots").mkdir(parents=True)
+    git = lambda *args: subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    for name, wrong in (("cv-a-f0-s1", {0, 1}), ("cv-a-f1-s1", {0, 2}), ("other", {5})):
+        predictions(20, wrong).to_csv(repo / "plots/predictions.csv", index=False)
+        git("add", "-A")
+        git("commit", "-qm", name)
+        git("update-ref", f"refs/exps/ab/cdef/{name}", "HEAD")
+    git("update-ref", "refs/exps/celery/stash", "HEAD")  # the queue's stash is no experiment
+    monkeypatch.chdir(repo)
+    assert main(["cells", "--experiments", "cv-a-*", "--out", str(tmp_path / "cells.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "2 models' predictions on the same 20 cells" in out
+    assert "in none: 1 (s0)" in out and "at most 0.950 (19 of 20)" in out
+    assert len(pd.read_csv(tmp_path / "cells.csv")) == 20
+    assert main(["cells", "--experiments", "no-such-*"]) == 2
+    assert "no predictions" in capsys.readouterr().err
