@@ -66,16 +66,19 @@ def read_predictions(source: str, repo: Path = Path(".")) -> pd.DataFrame:
 
 def experiment_refs(pattern: str, repo: Path = Path(".")) -> list[str]:
     """The git refs of every DVC experiment whose name matches `pattern` (a shell glob: `cv-*`)."""
+    return [r for r in _experiments(repo) if fnmatch.fnmatchcase(r.rsplit("/", 1)[-1], pattern)]
+
+
+def _experiments(repo: Path) -> list[str]:
+    """Every DVC experiment's ref (refs/exps/<baseline>/<name>; not the queue's stash)."""
     refs = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], cwd=repo,
                           capture_output=True, text=True).stdout.split()  # fmt: skip
-    return [r for r in refs if r.count("/") > 3 and fnmatch.fnmatchcase(r.rsplit("/", 1)[-1], pattern)]
+    return [r for r in refs if r.count("/") > 3]
 
 
 def _from_git(rev: str, repo: Path) -> str:
     """The predictions file at a git revision, or at the tip of the DVC experiment of that name."""
-    refs = subprocess.run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], cwd=repo,
-                          capture_output=True, text=True).stdout.split()  # fmt: skip
-    named = [r for r in refs if r.rsplit("/", 1)[-1] == rev]
+    named = [r for r in _experiments(repo) if r.rsplit("/", 1)[-1] == rev]
     target = named[0] if len(named) == 1 else rev
     done = subprocess.run(["git", "show", f"{target}:{paths.PREDICTIONS.as_posix()}"], cwd=repo,
                           capture_output=True, text=True)  # fmt: skip
