@@ -160,18 +160,30 @@ def cells(args: argparse.Namespace) -> int:
     """Which test cells do models miss, over many runs: the cells none gets right bound them all."""
     from pipeline.evaluation.compare import cell_agreement, experiment_refs, read_predictions
 
-    sources = list(args.sources) + [r for g in args.experiments for r in experiment_refs(g)]
-    if not sources:
+    tables = [read_predictions(s) for s in args.sources]  # named: each must be readable
+    for ref in (r for g in args.experiments for r in experiment_refs(g)):
+        # matched by a glob: an experiment without test predictions, or scored on other cells (another
+        # split), is left out and said, not an error
+        try:
+            table = read_predictions(ref)
+        except PipelineError as err:
+            print(f"left out: {err}", file=sys.stderr)
+            continue
+        if tables and set(table["sample_id"]) != set(tables[0]["sample_id"]):
+            print(f"left out: {ref}: predictions on other cells", file=sys.stderr)
+            continue
+        tables.append(table)
+    if not tables:
         raise PipelineError("no predictions: name files, revisions or experiments, or --experiments GLOB")
-    table = cell_agreement([read_predictions(s) for s in sources])
+    table = cell_agreement(tables)
     never = table[table["right"] == 0]
     n = len(table)
-    print(f"{len(sources)} models' predictions on the same {n} cells")
-    print(f"right in every model: {int((table['right'] == len(sources)).sum())}; in none: {len(never)}"
+    print(f"{len(tables)} models' predictions on the same {n} cells")
+    print(f"right in every model: {int((table['right'] == len(tables)).sum())}; in none: {len(never)}"
           + (f" ({', '.join(never['sample_id'])})" if len(never) else ""))  # fmt: skip
     best = n - len(never)
     print(f"a model that misses those too scores at most {best / n:.3f} ({best} of {n})")
-    missed = table[table["right"] < len(sources)].head(args.show)
+    missed = table[table["right"] < len(tables)].head(args.show)
     if len(missed):
         print(missed.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
     if args.out:

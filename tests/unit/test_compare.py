@@ -116,12 +116,21 @@ def test_the_cells_command_reads_experiments_by_name(tmp_path, capsys, monkeypat
         git("add", "-A")
         git("commit", "-qm", name)
         git("update-ref", f"refs/exps/ab/cdef/{name}", "HEAD")
+    predictions(30, set()).to_csv(repo / "plots/predictions.csv", index=False)  # another split's cells
+    git("commit", "-qam", "kfold")
+    git("update-ref", "refs/exps/ab/cdef/cv-a-kfold", "HEAD")
+    (repo / "plots/predictions.csv").unlink()  # a run that wrote no predictions
+    git("commit", "-qam", "failed")
+    git("update-ref", "refs/exps/ab/cdef/cv-a-failed", "HEAD")
     git("update-ref", "refs/exps/celery/stash", "HEAD")  # the queue's stash is no experiment
     monkeypatch.chdir(repo)
     assert main(["cells", "--experiments", "cv-a-*", "--out", str(tmp_path / "cells.csv")]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "2 models' predictions on the same 20 cells" in out
     assert "in none: 1 (s0)" in out and "at most 0.950 (19 of 20)" in out
     assert len(pd.read_csv(tmp_path / "cells.csv")) == 20
+    assert "cv-a-kfold: predictions on other cells" in err and "cv-a-failed" in err
+    assert main(["cells", "HEAD~1", "HEAD"]) == 2  # named, each must be readable
+    assert "HEAD: no file, git revision" in capsys.readouterr().err
     assert main(["cells", "--experiments", "no-such-*"]) == 2
     assert "no predictions" in capsys.readouterr().err
