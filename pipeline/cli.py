@@ -158,7 +158,7 @@ def compare(args: argparse.Namespace) -> int:
 
 def cells(args: argparse.Namespace) -> int:
     """Which test cells do models miss, over many runs: the cells none gets right bound them all."""
-    from pipeline.evaluation.compare import cell_agreement, experiment_refs, read_predictions
+    from pipeline.evaluation.compare import cell_agreement, experiment_refs, read_predictions, same_cells
 
     tables = [read_predictions(s) for s in args.sources]  # named: each must be readable
     for ref in (r for g in args.experiments for r in experiment_refs(g)):
@@ -169,7 +169,7 @@ def cells(args: argparse.Namespace) -> int:
         except PipelineError as err:
             print(f"left out: {err}", file=sys.stderr)
             continue
-        if tables and set(table["sample_id"]) != set(tables[0]["sample_id"]):
+        if tables and not same_cells(tables[0], table):
             print(f"left out: {ref}: predictions on other cells", file=sys.stderr)
             continue
         tables.append(table)

@@ -99,14 +99,25 @@ def _from_mlflow(uri: str) -> str:
         raise PipelineError(f"{uri}: no {paths.PREDICTIONS.name} in that run ({err})") from None
 
 
+def same_cells(a: pd.DataFrame, b: pd.DataFrame) -> bool:
+    """Whether two predictions tables hold the same cells (sample ids), each once."""
+    return set(a["sample_id"]) == set(b["sample_id"]) and len(a) == len(b)
+
+
+def check_same_cells(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """Two predictions are comparable cell by cell: the same cells, with the same true classes."""
+    if not same_cells(a, b):
+        raise PipelineError("the predictions are not on the same cells (sample ids differ)")
+    truth_b = b.set_index("sample_id").loc[a["sample_id"], "actual"].to_numpy()
+    if not (a["actual"].to_numpy() == truth_b).all():
+        raise PipelineError("the predictions disagree on the true classes of the same cells")
+
+
 def compare(a: pd.DataFrame, b: pd.DataFrame, *, resamples: int = 2000, confidence: float = 0.95,
             seed: int = 0) -> Comparison:  # fmt: skip
     """Paired comparison of two models' predictions on the same cells (matched by sample id)."""
-    if set(a["sample_id"]) != set(b["sample_id"]) or len(a) != len(b):
-        raise PipelineError("the two predictions are not on the same cells (sample ids differ)")
+    check_same_cells(a, b)
     a, b = a.set_index("sample_id"), b.set_index("sample_id").loc[a["sample_id"]]
-    if not (a["actual"].to_numpy() == b["actual"].to_numpy()).all():
-        raise PipelineError("the two predictions disagree on the true classes of the same cells")
     right_a = (a["predicted"] == a["actual"]).to_numpy()
     right_b = (b["predicted"] == b["actual"]).to_numpy()
     names, group = np.unique(a["source_image"].to_numpy(), return_inverse=True)
@@ -131,15 +142,12 @@ def cell_agreement(tables: Sequence[pd.DataFrame]) -> pd.DataFrame:
     """Per cell, over several models' predictions on the same cells: how many models get it right,
     the answer they give most, and the median probability they give its true class (where the
     tables have `p_<class>` columns). Hardest cells first. A cell no model gets right bounds what
-    any of them, and likely what their recipe, can score: more seeds will not fix it."""
+    any of them, and likely what their recipe, can score: more seeds are unlikely to fix it."""
     if not tables:
         raise PipelineError("no predictions to compare")
-    first = tables[0].set_index("sample_id")
     for table in tables[1:]:
-        if set(table["sample_id"]) != set(first.index) or len(table) != len(first):
-            raise PipelineError("the predictions are not on the same cells (sample ids differ)")
-        if not (table.set_index("sample_id").loc[first.index, "actual"] == first["actual"]).all():
-            raise PipelineError("the predictions disagree on the true classes of the same cells")
+        check_same_cells(tables[0], table)
+    first = tables[0].set_index("sample_id")
     aligned = [t.set_index("sample_id").loc[first.index] for t in tables]
     predicted = pd.concat([t["predicted"] for t in aligned], axis=1)
     right = predicted.eq(first["actual"], axis=0)

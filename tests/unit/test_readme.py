@@ -13,8 +13,8 @@ NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
 
 
 def where_it_stands() -> dict[str, str]:
-    """Each row's first cell (the measure, from its first word up to the first bracket or colon)
-    mapped to its second (the committed default's numbers)."""
+    """Each row's first cell (the measure, whole) mapped to its second (the committed default's
+    numbers); `row` finds a row by how its measure starts."""
     text = (REPO / "README.md").read_text()
     section = text.split("## Where it stands", 1)[1].split("\n## ", 1)[0]
     rows = [line.split("|")[1:-1] for line in section.splitlines() if line.startswith("| ")]
