@@ -5,7 +5,7 @@ import pandas as pd
 from pipeline.core import paths
 from pipeline.core.atomic import atomic_dir
 from pipeline.core.params import Params
-from pipeline.data.augment import balance_report, sample_path, sample_table, write_copies
+from pipeline.data.augment import balance_report, sample_path, sample_table, windows, write_copies
 from pipeline.stage import run_stage
 
 
@@ -16,7 +16,8 @@ def main(params: Params) -> dict:
     with atomic_dir(paths.AUGMENTED) as out:
         folder = out / paths.AUGMENTED_IMAGES.name
         folder.mkdir()
-        write_copies(copies, dict(zip(split["crop_id"], split["image"], strict=True)), params.augment, folder)
+        images = dict(zip(split["crop_id"], split["image"], strict=True))
+        write_copies(copies, images, params.augment, folder, windows(split, paths.RAW_IMAGES))
         samples.to_csv(out / paths.AUGMENTED_MANIFEST.name, index=False)
     return balance_report(split, samples)
 

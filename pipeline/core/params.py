@@ -114,6 +114,12 @@ class AugmentParams(_Section):
     hue: float = Field(ge=0, le=0.5)
     stain_scale: float = Field(ge=0, lt=1, description="HED optical densities scaled by 1 ± this")
     stain_shift: float = Field(ge=0, le=0.2, description="HED optical densities shifted by ± this")
+    shift: float = Field(
+        ge=0,
+        le=0.45,
+        description="a BCCD copy cut from its photo with the crop's window moved by up to "
+        "± this of its side on each axis: the cell cut by the window's edge, as at a photo's frame",
+    )
 
 
 class ResizeParams(_Section):

@@ -7,7 +7,7 @@ params give byte-identical images whatever the order or number of images process
 import hashlib
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -31,6 +31,30 @@ class Copy:
     @property
     def sample_id(self) -> str:
         return f"{self.crop_id}_aug{self.index:03d}"
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where a crop was cut from its photo, so a copy can be cut from a moved window instead."""
+
+    photo: str
+    xmin: int
+    ymin: int
+    xmax: int
+    ymax: int
+
+
+# The crop's window moved by (x, y) fractions of its side and cut from its photo.
+Recut = Callable[[float, float], Image.Image]
+
+
+def move_window(photo: Image.Image, window: Window, fx: float, fy: float) -> Image.Image:
+    """The window moved by `fx`, `fy` of its side, kept inside the photo: the cell is cut by the
+    window's edge with real field beyond its other side, as a cell at a photo's frame is."""
+    w, h = window.xmax - window.xmin, window.ymax - window.ymin
+    x0 = min(max(window.xmin + round(fx * w), 0), photo.width - w)
+    y0 = min(max(window.ymin + round(fy * h), 0), photo.height - h)
+    return photo.crop((x0, y0, x0 + w, y0 + h))
 
 
 def rng_for(seed: int, key: str) -> np.random.Generator:
@@ -79,12 +103,17 @@ def _affine(img: Image.Image, angle_deg: float, shear_deg: float, zoom: float) -
     return big.crop((pad_x, pad_y, pad_x + img.width, pad_y + img.height))
 
 
-def augment_image(img: Image.Image, rng: np.random.Generator, p: AugmentParams) -> Image.Image:
-    """One random variant of a crop: flips, 90° turns, small affine, colour and stain jitter."""
-    # Draw every random number up front, in a fixed order, whatever the params switch off (the
-    # stain draws come last, so adding them left the first ten, and every earlier output, unchanged).
-    u = rng.random(16)
+def augment_image(
+    img: Image.Image, rng: np.random.Generator, p: AugmentParams, recut: Recut | None = None
+) -> Image.Image:
+    """One random variant of a crop: its window moved (where `recut` can cut one from the photo),
+    flips, 90° turns, small affine, colour and stain jitter."""
+    # Draw every random number up front, in a fixed order, whatever the params switch off (later
+    # additions draw last: the stain's, then the shift's, so every earlier output is unchanged).
+    u = rng.random(18)
     out = img
+    if p.shift and recut is not None:
+        out = recut((2 * u[16] - 1) * p.shift, (2 * u[17] - 1) * p.shift)
     if p.flip and u[0] < 0.5:
         out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     if p.flip and u[1] < 0.5:
@@ -134,20 +163,45 @@ def sample_table(split: pd.DataFrame, p: AugmentParams) -> tuple[pd.DataFrame, l
     return pd.DataFrame(rows), copies
 
 
-def make_copy(crop: Image.Image, copy: Copy, p: AugmentParams) -> Image.Image:
-    """The augmented image for one planned copy: a pure function of crop, copy id and params."""
-    return augment_image(crop, rng_for(p.seed, copy.sample_id), p)
+def make_copy(crop: Image.Image, copy: Copy, p: AugmentParams, recut: Recut | None = None) -> Image.Image:
+    """The augmented image for one planned copy: a pure function of crop (and its photo), copy id
+    and params."""
+    return augment_image(crop, rng_for(p.seed, copy.sample_id), p, recut)
 
 
-def _write_copy(job: tuple[Copy, str], params: AugmentParams, folder: Path) -> None:
-    copy, image = job
-    save_png(make_copy(load_rgb(Path(image)), copy, params), folder / f"{copy.sample_id}.png")
+def _write_copy(job: tuple[Copy, str, Window | None], params: AugmentParams, folder: Path) -> None:
+    copy, image, window = job
+    recut = None
+    if params.shift and window is not None:
+        recut = partial(move_window, load_rgb(Path(window.photo)), window)
+    save_png(make_copy(load_rgb(Path(image)), copy, params, recut), folder / f"{copy.sample_id}.png")
 
 
-def write_copies(copies: list[Copy], images: Mapping[str, str], params: AugmentParams, folder: Path) -> None:
+def windows(split: pd.DataFrame, photos: Path) -> dict[str, Window]:
+    """Each BCCD crop's window in its photo (`augment.shift` moves it); other sources' crops have
+    none and are not moved."""
+    bccd = split[split["domain"] == "bccd"]
+    return {
+        r["crop_id"]: Window(
+            (photos / r["source_image"]).as_posix(),
+            *(int(r[f"crop_{k}"]) for k in ("xmin", "ymin", "xmax", "ymax")),
+        )
+        for r in bccd.to_dict("records")
+    }
+
+
+def write_copies(
+    copies: list[Copy],
+    images: Mapping[str, str],
+    params: AugmentParams,
+    folder: Path,
+    windows: Mapping[str, Window] | None = None,
+) -> None:
     """Every augmented copy as `<folder>/<sample id>.png`, made on all cores (each copy's randomness
-    is its own, so the order does not matter); `images` is each crop's image file."""
-    jobs = [(copy, images[copy.crop_id]) for copy in copies]
+    is its own, so the order does not matter); `images` is each crop's image file, `windows` where
+    it was cut from its photo (copies of crops without one are not moved)."""
+    windows = windows or {}
+    jobs = [(copy, images[copy.crop_id], windows.get(copy.crop_id)) for copy in copies]
     with ProcessPoolExecutor(os.cpu_count()) as pool:
         list(pool.map(partial(_write_copy, params=params, folder=folder), jobs, chunksize=64))
 

@@ -1,3 +1,5 @@
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,11 +8,14 @@ from pipeline.core.params import load_params
 from pipeline.data import stain
 from pipeline.data.augment import (
     Copy,
+    Window,
     augment_image,
     make_copy,
+    move_window,
     plan_balance,
     rng_for,
     sample_table,
+    windows,
 )
 from pipeline.data.images import png_bytes
 from tests.helpers import REPO, smear
@@ -114,3 +119,34 @@ def test_stain_jitter_changes_the_stain_not_the_cell_and_is_seeded():
     dark_a = np.asarray(a.convert("L")) < np.median(np.asarray(a.convert("L")))
     dark_plain = np.asarray(plain.convert("L")) < np.median(np.asarray(plain.convert("L")))
     assert (dark_a == dark_plain).mean() > 0.9
+
+
+def test_shift_cuts_the_copy_from_a_moved_window_of_the_photo():
+    only = PARAMS.model_copy(
+        update=dict(flip=False, rot90=False, rotation_deg=0.0, shear_deg=0.0, zoom=0.0,
+                    brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, shift=0.4)
+    )  # fmt: skip
+    photo = smear(5, (320, 240), [(130, 90, 190, 150)])
+    window = Window("p.jpg", 120, 80, 200, 160)
+    crop = photo.crop((120, 80, 200, 160))
+    recut = partial(move_window, photo, window)
+    assert png_bytes(recut(0.0, 0.0)) == png_bytes(crop)  # not moved: the crop itself
+    assert np.array_equal(np.asarray(recut(0.25, -0.5)), np.asarray(photo.crop((140, 40, 220, 120))))
+    assert recut(9.0, 9.0).size == crop.size  # kept inside the photo
+    assert np.array_equal(np.asarray(recut(9.0, 9.0)), np.asarray(photo.crop((240, 160, 320, 240))))
+    moved = {png_bytes(make_copy(crop, Copy("c1", i), only, recut)) for i in range(1, 6)}
+    assert len(moved) == 5 and png_bytes(crop) not in moved
+    # Without a photo (another source's crop) or with shift 0 nothing moves, and the shift's draws
+    # come last: every other augmentation of a copy is as before.
+    assert png_bytes(make_copy(crop, Copy("c1", 1), only)) == png_bytes(crop)
+    plain = make_copy(crop, Copy("c1", 1), PARAMS)
+    assert png_bytes(make_copy(crop, Copy("c1", 1), PARAMS, recut)) == png_bytes(plain)
+
+
+def test_windows_are_the_bccd_crops_windows_in_their_photos(tmp_path):
+    split = split_table().assign(
+        domain=["bccd"] * 10 + ["pbc"], crop_xmin=1.0, crop_ymin=2.0, crop_xmax=30.0, crop_ymax=31.0
+    )
+    found = windows(split, tmp_path)
+    assert set(found) == set(split["crop_id"][:10])
+    assert found["n0"] == Window((tmp_path / "n0.jpg").as_posix(), 1, 2, 30, 31)
