@@ -191,6 +191,40 @@ def cells(args: argparse.Namespace) -> int:
     return 0
 
 
+def edges(args: argparse.Namespace) -> int:
+    """Each run's cells cut by a photo's frame: accuracy whole and cut, and paired differences
+    between two settings of a CV study (runs named cv-<setting>-f<fold>-s<seed>)."""
+    import pandas as pd
+
+    from pipeline.evaluation.compare import experiment_refs
+    from pipeline.evaluation.cv import NAME, paired
+    from pipeline.evaluation.edges import frame_summary, score_revision
+
+    refs = list(args.sources) + [r for g in args.experiments for r in experiment_refs(g)]
+    if not refs:
+        raise PipelineError("no runs: name git revisions or experiments, or --experiments GLOB")
+    rows, tables = [], []
+    for ref in refs:
+        name = ref.rsplit("/", 1)[-1]
+        table = score_revision(ref, args.split, args.outside).assign(run=name)
+        tables.append(table)
+        found = NAME.match(name)
+        where = {k: (int(v) if k != "setting" else v) for k, v in found.groupdict().items()} if found else {}
+        rows.append({"run": name, **where, **frame_summary(table)})
+        print(f"{name}: whole {rows[-1]['whole_accuracy']:.3f}, cut {rows[-1]['cut_accuracy']:.3f} "
+              f"({rows[-1]['cells']} {args.split} cells)", file=sys.stderr, flush=True)  # fmt: skip
+    runs = pd.DataFrame(rows)
+    print(runs.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for a, b in args.pair:
+        for metric in ("cut_accuracy", "whole_accuracy"):
+            print(f"{b} vs {a}: " + paired(runs, a, b, metric)["verdict"])
+    if args.out:
+        atomic_write_bytes(args.out, runs.to_csv(index=False).encode())
+    if args.cells:
+        atomic_write_bytes(args.cells, pd.concat(tables).to_csv(index=False).encode())
+    return 0
+
+
 def queue(commands: list[list[str]], dry_run: bool) -> int:
     """Print and run `dvc exp run --queue` commands (a study's runs); `dvc queue start` runs them."""
     for cmd in commands:
@@ -370,6 +404,18 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--show", type=int, default=20, help="the hardest cells listed")
     h.add_argument("--out", type=Path, help="a CSV of every cell")
     h.set_defaults(run=cells)
+    e = sub.add_parser("edges", help="runs' cells cut by a photo's frame: accuracy whole and cut")
+    e.add_argument("sources", nargs="*", help="git revisions or DVC experiment names")
+    e.add_argument("--experiments", action="append", default=[], metavar="GLOB",
+                   help="every DVC experiment whose name matches ('cv-shift-*'); repeatable")  # fmt: skip
+    e.add_argument("--split", default="val", choices=("val", "test", "train"),
+                   help="whose cells (val: choose on it; test: report only)")  # fmt: skip
+    e.add_argument("--outside", type=float, default=1 / 3, help="share of the cell beyond the frame")
+    e.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
+                   help="B minus A over the CV runs both have (same fold and seed); repeatable")  # fmt: skip
+    e.add_argument("--out", type=Path, help="a CSV of every run")
+    e.add_argument("--cells", type=Path, help="a CSV of every cell and version")
+    e.set_defaults(run=edges)
     v = sub.add_parser("cv", help="cross-validation study: queue DVC experiments, report mean ± sd")
     cv_sub = v.add_subparsers(dest="cv_command", required=True)
     q = cv_sub.add_parser("queue", help="queue a setting's runs: one per fold and seed")

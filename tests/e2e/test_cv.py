@@ -92,3 +92,23 @@ def test_mlflow_holds_a_parent_per_setting_with_its_fold_runs_nested(study):
     run(["wbc", "cv", "report", "--out", "reports/cv"], root, env)
     again = client.search_runs([exp.experiment_id], filter_string="tags.`cv.parent` = 'true'")
     assert sorted(p.info.run_id for p in again) == sorted(p.info.run_id for p in parents)
+
+
+def test_edges_scores_each_runs_val_cells_whole_as_evaluate_did_and_cut_by_a_frame(study):
+    root, env, _, _ = study
+    out = run(["wbc", "edges", "--experiments", "cv-*", "--pair", "base", "ens", "--out", "edges.csv",
+               "--cells", "edges_cells.csv"], root, env)  # fmt: skip
+    edges = pd.read_csv(root / "edges.csv").set_index("run")
+    rows = pd.read_csv(root / "reports/cv/cv_runs.csv").set_index("experiment")
+    assert sorted(edges.index) == sorted(rows.index)
+    # the whole cells are each run's validation cells, cut and treated as the pipeline did: the
+    # folds' together are train + val, and each run's accuracy on them is the one evaluate logged
+    split = json.loads((root / "metrics/split.json").read_text())
+    for setting in ("base", "ens"):
+        folds = edges[edges["setting"] == setting]
+        assert folds["cells"].sum() == split["train"]["total"] + split["val"]["total"]
+    assert (edges["whole_accuracy"].round(6) == rows.loc[edges.index, "val.accuracy"].round(6)).all()
+    cells = pd.read_csv(root / "edges_cells.csv")
+    assert len(cells) == 5 * edges["cells"].sum()
+    assert set(cells["version"]) == {"whole", "left", "right", "top", "bottom"}
+    assert "ens vs base: " in out and "over 2 pairs" in out

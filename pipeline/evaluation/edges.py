@@ -1,0 +1,175 @@
+"""Cells cut by a photo's frame, as Kaggle TEST's shifted fields and any user's photos cut them.
+
+Each cell of a split is cut again as if the photo's frame crossed it (a share `outside` of the
+cell beyond the frame, from each side in turn) and scored as `wbc predict` sees such a cell: its
+box clamped to the frame, then the crop stage's window. Made for validation cells, so a change meant
+for such cells (`augment.shift`) is chosen without looking at a test set.
+"""
+
+import io
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+from PIL import Image
+from pydantic import ValidationError
+
+from pipeline.core import paths
+from pipeline.core.classes import class_names
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import CropParams, ResizeParams
+from pipeline.data.crop import REFERENCE_WIDTH, clamp, crop_window
+from pipeline.data.images import load_rgb
+from pipeline.data.resize import colour_mode, resize_image
+from pipeline.data.voc import Box
+
+SIDES = ("left", "right", "top", "bottom")
+WHOLE = "whole"
+
+
+def at_frame(photo: Image.Image, box: Box, side: str, outside: float) -> tuple[Image.Image, Box]:
+    """The photo as if its frame on `side` crossed the cell with `outside` of the cell's width (or
+    height) beyond it, and the cell's box clamped to that frame, in its coordinates."""
+    if not 0 < outside < 1:
+        raise PipelineError(f"outside must lie between 0 and 1 (a share of the cell), not {outside}")
+    dx, dy = round(outside * box.width), round(outside * box.height)
+    area = {
+        "left": (box.xmin + dx, 0, photo.width, photo.height),
+        "right": (0, 0, box.xmax - dx, photo.height),
+        "top": (0, box.ymin + dy, photo.width, photo.height),
+        "bottom": (0, 0, photo.width, box.ymax - dy),
+    }[side]
+    x0, y0 = area[0], area[1]
+    cut = photo.crop(area)
+    moved = Box(box.xmin - x0, box.ymin - y0, box.xmax - x0, box.ymax - y0)
+    return cut, clamp(moved, cut.width, cut.height)
+
+
+def frame_versions(
+    photo: Image.Image, box: Box, padding: int, square: bool, outside: float
+) -> list[Image.Image]:
+    """The cell as the crop stage cuts it (WHOLE), then cut by the frame on each of SIDES: the
+    crop stage's window in the cut photo, with the padding of the whole photo's width (as the
+    padding of a photo whose frame crosses a cell)."""
+    scaled = round(padding * photo.width / REFERENCE_WIDTH)
+    versions = []
+    for img, inside in [(photo, box), *(at_frame(photo, box, side, outside) for side in SIDES)]:
+        w = crop_window(inside, img.width, img.height, scaled, square)
+        versions.append(img.crop((w.xmin, w.ymin, w.xmax, w.ymax)))
+    return versions
+
+
+def frame_cells(
+    cells: pd.DataFrame, photo: "PhotoReader", crop: CropParams, resize: ResizeParams, outside: float
+) -> np.ndarray:
+    """(len(cells) * 5, h, w, 3) uint8: every cell's versions (WHOLE, then SIDES), resized and
+    colour-treated as the resize stage does. `cells` are split-manifest rows (source_image, box_*)."""
+    size, colour = (resize.height, resize.width), colour_mode(resize)
+    out = []
+    for r in cells.to_dict("records"):
+        box = Box(*(int(r[f"box_{k}"]) for k in ("xmin", "ymin", "xmax", "ymax")))
+        versions = frame_versions(photo(r["source_image"]), box, crop.padding, crop.square, outside)
+        out += [resize_image(img, *size, colour) for img in versions]
+    return np.stack(out) if out else np.empty((0, *size, 3), np.uint8)
+
+
+def frame_table(cells: pd.DataFrame, probabilities: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
+    """One row per cell and version: its label, the class predicted, and whether that is right."""
+    versions = (WHOLE, *SIDES)
+    if len(probabilities) != len(cells) * len(versions):
+        raise PipelineError(f"{len(probabilities)} predictions for {len(cells)} cells x {len(versions)} cuts")
+    rows = pd.DataFrame({
+        "crop_id": np.repeat(cells["crop_id"].to_numpy(), len(versions)),
+        "label": np.repeat(cells["label"].to_numpy(), len(versions)),
+        "version": np.tile(versions, len(cells)),
+        "predicted": [classes[i] for i in probabilities.argmax(axis=1)],
+    })  # fmt: skip
+    rows["right"] = rows["label"] == rows["predicted"]
+    return rows
+
+
+def frame_summary(table: pd.DataFrame) -> dict:
+    """Accuracy on the whole cells, on the cells cut by a frame (every side), and per side."""
+    cut = table[table["version"] != WHOLE]
+    return {
+        "cells": int((table["version"] == WHOLE).sum()),
+        "whole_accuracy": float(table.loc[table["version"] == WHOLE, "right"].mean()),
+        "cut_accuracy": float(cut["right"].mean()),
+        **{f"{side}_accuracy": float(table.loc[table["version"] == side, "right"].mean()) for side in SIDES},
+    }
+
+
+class PhotoReader:
+    """BCCD photos by name, read once: from a folder, or as a git revision's DVC outputs."""
+
+    def __init__(self, rev: str | None = None, folder: Path = paths.RAW_IMAGES, repo: Path = Path(".")):
+        self.rev, self.folder, self.repo, self.seen = rev, folder, repo, {}
+
+    def __call__(self, name: str) -> Image.Image:
+        if name not in self.seen:
+            if self.rev is None:
+                self.seen[name] = load_rgb(self.folder / name)
+            else:
+                data = _read(self.folder / name, self.rev, self.repo)
+                self.seen[name] = Image.open(io.BytesIO(data)).convert("RGB")
+        return self.seen[name]
+
+
+def _read(path: Path, rev: str, repo: Path) -> bytes:
+    import dvc.api
+
+    try:
+        return dvc.api.read(path.as_posix(), repo=str(repo), rev=rev, mode="rb")
+    except Exception as err:  # DVC raises several types for a missing file, revision or cache entry
+        raise PipelineError(f"{rev}: cannot read {path} ({type(err).__name__}: {err})") from None
+
+
+@dataclass(frozen=True)
+class RevisionRun:
+    """What scoring a revision's run needs, as that run had it: the params sections that cut and
+    treat a cell (validated alone, so runs from before a later param was added still read), its
+    split manifest and its model file."""
+
+    crop: CropParams
+    resize: ResizeParams
+    tta: bool
+    split: pd.DataFrame
+    model: bytes
+
+
+def revision_run(rev: str, repo: Path = Path(".")) -> RevisionRun:
+    """A git revision's or DVC experiment's run, read from git and the DVC cache."""
+    where = f"{rev}:{paths.PARAMS}"
+    try:
+        raw = yaml.safe_load(_read(paths.PARAMS, rev, repo))
+        crop, resize = CropParams.model_validate(raw["crop"]), ResizeParams.model_validate(raw["resize"])
+        tta = bool(raw["evaluate"]["tta"])
+    except (yaml.YAMLError, KeyError, TypeError, ValidationError) as err:
+        raise PipelineError(f"{where}: cannot read crop, resize and evaluate.tta ({err})") from None
+    split = pd.read_csv(io.BytesIO(_read(paths.SPLIT_MANIFEST, rev, repo)))
+    return RevisionRun(crop, resize, tta, split, _read(paths.MODEL, rev, repo))
+
+
+def score_revision(rev: str, split: str, outside: float, repo: Path = Path(".")) -> pd.DataFrame:
+    """Every `split` BCCD cell of a revision's run, whole and cut by the frame, by that run's model."""
+    from pipeline.inference.classify import load_model_file, model_head
+    from pipeline.inference.tta import predict
+
+    run = revision_run(rev, repo)
+    cells = run.split[(run.split["split"] == split) & (run.split["domain"] == "bccd")]
+    if cells.empty:
+        raise PipelineError(f"{rev}: no BCCD {split} cells in its split")
+    x = frame_cells(cells, PhotoReader(rev, repo=repo), run.crop, run.resize, outside)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_file = Path(tmp) / "model.keras"
+        model_file.write_bytes(run.model)
+        model = load_model_file(model_file)
+    head = model_head(model, class_names(run.crop.keep_basophil))
+    if head.name != "type":
+        raise PipelineError(f"{rev}: a {head.name} model; frame cuts are scored on cell-type models")
+    probabilities = predict(model, x, tta=run.tta)[head.name]
+    return frame_table(cells, probabilities, head.classes)

@@ -1,0 +1,69 @@
+"""Cells cut by a photo's frame (`wbc edges`): the geometry, and the accuracy tables."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.core.errors import PipelineError
+from pipeline.core.params import load_params
+from pipeline.data.crop import cut_cell
+from pipeline.data.voc import Box
+from pipeline.evaluation.edges import SIDES, at_frame, frame_cells, frame_summary, frame_table, frame_versions
+from tests.helpers import REPO, smear
+
+PARAMS = load_params(REPO / "params.yaml")
+PHOTO = smear(4, (640, 480), [(200, 150, 320, 270)])
+BOX = Box(200, 150, 320, 270)
+
+
+@pytest.mark.parametrize(
+    ("side", "area", "inside"),
+    [
+        ("left", (240, 0, 640, 480), Box(0, 150, 80, 270)),
+        ("right", (0, 0, 280, 480), Box(200, 150, 280, 270)),
+        ("top", (0, 190, 640, 480), Box(200, 0, 320, 80)),
+        ("bottom", (0, 0, 640, 230), Box(200, 150, 320, 230)),
+    ],
+)
+def test_the_frame_crosses_the_cell_a_third_in(side, area, inside):
+    part, box = at_frame(PHOTO, BOX, side, 1 / 3)  # 40 of the cell's 120 px beyond the frame
+    assert np.array_equal(np.asarray(part), np.asarray(PHOTO.crop(area)))
+    assert box == inside
+
+
+def test_versions_are_the_crop_stages_cut_then_one_per_side():
+    versions = frame_versions(PHOTO, BOX, 16, True, 1 / 3)
+    assert len(versions) == 1 + len(SIDES)
+    whole = cut_cell(PHOTO, (200, 150, 320, 270), 16, True)
+    assert np.array_equal(np.asarray(versions[0]), np.asarray(whole))
+    # cut at the left: the crop stage's square window (box + 16 px, 152 px) pushed inside the frame
+    assert np.array_equal(np.asarray(versions[1]), np.asarray(PHOTO.crop((240, 134, 392, 286))))
+    # cut at the bottom: the window's bottom is the frame
+    assert np.array_equal(np.asarray(versions[4]), np.asarray(PHOTO.crop((184, 78, 336, 230))))
+    cells = pd.DataFrame([{"source_image": "p.jpg", "box_xmin": 200, "box_ymin": 150, "box_xmax": 320,
+                           "box_ymax": 270}] * 2)  # fmt: skip
+    x = frame_cells(cells, lambda _: PHOTO, PARAMS.crop, PARAMS.resize, 1 / 3)
+    assert x.shape == (10, PARAMS.resize.height, PARAMS.resize.width, 3) and x.dtype == np.uint8
+
+
+def test_outside_must_be_a_share_of_the_cell():
+    for bad in (0.0, 1.0, -0.2):
+        with pytest.raises(PipelineError, match="outside"):
+            at_frame(PHOTO, BOX, "left", bad)
+
+
+def test_tables_count_each_cell_and_cut():
+    cells = pd.DataFrame({"crop_id": ["a", "b"], "label": ["neutrophil", "monocyte"]})
+    classes = ("neutrophil", "eosinophil", "lymphocyte", "monocyte")
+    picks = [0, 0, 1, 0, 0, 3, 3, 3, 3, 0]  # a: whole right, 'right' wrong; b: whole right, 'bottom' wrong
+    table = frame_table(cells, np.eye(4)[picks], classes)
+    assert list(table["version"][:5]) == ["whole", *SIDES]
+    summary = frame_summary(table)
+    assert summary["cells"] == 2 and summary["whole_accuracy"] == 1.0
+    assert (
+        summary["cut_accuracy"] == 6 / 8
+        and summary["right_accuracy"] == 0.5
+        and summary["left_accuracy"] == 1.0
+    )
+    with pytest.raises(PipelineError, match="9 predictions for 2 cells"):
+        frame_table(cells, np.eye(4)[picks[:9]], classes)
