@@ -22,7 +22,7 @@ from pipeline.core import paths
 from pipeline.core.classes import class_names
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import CropParams, ResizeParams
-from pipeline.data.crop import REFERENCE_WIDTH, clamp, crop_window
+from pipeline.data.crop import clamp, crop_window
 from pipeline.data.images import load_rgb
 from pipeline.data.resize import colour_mode, resize_image
 from pipeline.data.voc import Box
@@ -53,12 +53,11 @@ def frame_versions(
     photo: Image.Image, box: Box, padding: int, square: bool, outside: float
 ) -> list[Image.Image]:
     """The cell as the crop stage cuts it (WHOLE), then cut by the frame on each of SIDES: the
-    crop stage's window in the cut photo, with the padding of the whole photo's width (as the
-    padding of a photo whose frame crosses a cell)."""
-    scaled = round(padding * photo.width / REFERENCE_WIDTH)
+    crop stage's window (`padding` in the photo's pixels, as the crop stage takes it) in the cut
+    photo."""
     versions = []
     for img, inside in [(photo, box), *(at_frame(photo, box, side, outside) for side in SIDES)]:
-        w = crop_window(inside, img.width, img.height, scaled, square)
+        w = crop_window(inside, img.width, img.height, padding, square)
         versions.append(img.crop((w.xmin, w.ymin, w.xmax, w.ymax)))
     return versions
 
@@ -78,7 +77,8 @@ def frame_cells(
 
 
 def frame_table(cells: pd.DataFrame, probabilities: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
-    """One row per cell and version: its label, the class predicted, and whether that is right."""
+    """One row per cell and version: its label, the class predicted, whether that is right, and
+    the probabilities (`p_<class>`, as evaluate's predictions.csv)."""
     versions = (WHOLE, *SIDES)
     if len(probabilities) != len(cells) * len(versions):
         raise PipelineError(f"{len(probabilities)} predictions for {len(cells)} cells x {len(versions)} cuts")
@@ -89,6 +89,8 @@ def frame_table(cells: pd.DataFrame, probabilities: np.ndarray, classes: Sequenc
         "predicted": [classes[i] for i in probabilities.argmax(axis=1)],
     })  # fmt: skip
     rows["right"] = rows["label"] == rows["predicted"]
+    for i, name in enumerate(classes):
+        rows[f"p_{name}"] = probabilities[:, i].round(6)
     return rows
 
 

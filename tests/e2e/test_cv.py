@@ -112,3 +112,11 @@ def test_edges_scores_each_runs_val_cells_whole_as_evaluate_did_and_cut_by_a_fra
     assert len(cells) == 5 * edges["cells"].sum()
     assert set(cells["version"]) == {"whole", "left", "right", "top", "bottom"}
     assert "ens vs base: " in out and "over 2 pairs" in out
+    # the whole test cells of the committed run get the probabilities evaluate gave them (this tiny
+    # model's are near-even, so they are compared, not its argmax)
+    run(["wbc", "edges", "HEAD", "--split", "test", "--cells", "test_cells.csv"], root, env)
+    whole = pd.read_csv(root / "test_cells.csv").query("version == 'whole'").set_index("crop_id")
+    evaluated = pd.read_csv(root / "plots/predictions.csv").set_index("sample_id")
+    assert sorted(whole.index) == sorted(evaluated.index)
+    columns = [c for c in evaluated.columns if c.startswith("p_")]
+    assert (whole.loc[evaluated.index, columns] - evaluated[columns]).abs().to_numpy().max() < 1e-4
