@@ -67,3 +67,12 @@ def test_tables_count_each_cell_and_cut():
     )
     with pytest.raises(PipelineError, match="9 predictions for 2 cells"):
         frame_table(cells, np.eye(4)[picks[:9]], classes)
+
+
+def test_cli_refuses_no_runs_and_an_unknown_revision(capsys):
+    from pipeline.cli import main
+
+    assert main(["edges"]) == 2
+    assert "no runs" in capsys.readouterr().err
+    assert main(["edges", "no-such-revision-or-experiment"]) == 2
+    assert "no-such-revision-or-experiment: cannot read params.yaml" in capsys.readouterr().err
