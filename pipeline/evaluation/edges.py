@@ -1,14 +1,16 @@
 """Cells cut by a photo's frame, as Kaggle TEST's shifted fields and any user's photos cut them.
 
 Each cell of a split is cut again as if the photo's frame crossed it (a share `outside` of the
-cell beyond the frame, from each side in turn) and scored as `wbc predict` sees such a cell: its
-box clamped to the frame, then the crop stage's window. Made for validation cells, so a change meant
-for such cells (`augment.shift`) is chosen without looking at a test set.
+cell beyond the frame, from each side in turn) as the crop stage would cut such a cell (and
+`wbc predict` does, on a BCCD-sized photo): its box clamped to the frame, then the crop window.
+Made for validation cells, so a change meant for such cells (`augment.shift`) is chosen without
+looking at a test set.
 """
 
+import functools
 import io
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,6 @@ from pipeline.core.classes import class_names
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import CropParams, ResizeParams
 from pipeline.data.crop import clamp, crop_window
-from pipeline.data.images import load_rgb
 from pipeline.data.resize import colour_mode, resize_image
 from pipeline.data.voc import Box
 
@@ -63,7 +64,11 @@ def frame_versions(
 
 
 def frame_cells(
-    cells: pd.DataFrame, photo: "PhotoReader", crop: CropParams, resize: ResizeParams, outside: float
+    cells: pd.DataFrame,
+    photo: Callable[[str], Image.Image],
+    crop: CropParams,
+    resize: ResizeParams,
+    outside: float,
 ) -> np.ndarray:
     """(len(cells) * 5, h, w, 3) uint8: every cell's versions (WHOLE, then SIDES), resized and
     colour-treated as the resize stage does. `cells` are split-manifest rows (source_image, box_*)."""
@@ -105,20 +110,19 @@ def frame_summary(table: pd.DataFrame) -> dict:
     }
 
 
-class PhotoReader:
-    """BCCD photos by name, read once: from a folder, or as a git revision's DVC outputs."""
+def revision_photos(rev: str, repo: Path = Path(".")) -> Callable[[str], Image.Image]:
+    """BCCD photos by name as a revision's run had them (its `data/raw`, from the DVC cache), each
+    read once."""
 
-    def __init__(self, rev: str | None = None, folder: Path = paths.RAW_IMAGES, repo: Path = Path(".")):
-        self.rev, self.folder, self.repo, self.seen = rev, folder, repo, {}
+    @functools.cache
+    def photo(name: str) -> Image.Image:
+        path = paths.RAW_IMAGES / name
+        try:
+            return Image.open(io.BytesIO(_read(path, rev, repo))).convert("RGB")
+        except (OSError, Image.DecompressionBombError) as err:
+            raise PipelineError(f"{rev}:{path}: not a readable image ({err})") from None
 
-    def __call__(self, name: str) -> Image.Image:
-        if name not in self.seen:
-            if self.rev is None:
-                self.seen[name] = load_rgb(self.folder / name)
-            else:
-                data = _read(self.folder / name, self.rev, self.repo)
-                self.seen[name] = Image.open(io.BytesIO(data)).convert("RGB")
-        return self.seen[name]
+    return photo
 
 
 def _read(path: Path, rev: str, repo: Path) -> bytes:
@@ -165,7 +169,7 @@ def score_revision(rev: str, split: str, outside: float, repo: Path = Path("."))
     cells = run.split[(run.split["split"] == split) & (run.split["domain"] == "bccd")]
     if cells.empty:
         raise PipelineError(f"{rev}: no BCCD {split} cells in its split")
-    x = frame_cells(cells, PhotoReader(rev, repo=repo), run.crop, run.resize, outside)
+    x = frame_cells(cells, revision_photos(rev, repo), run.crop, run.resize, outside)
     with tempfile.TemporaryDirectory() as tmp:
         model_file = Path(tmp) / "model.keras"
         model_file.write_bytes(run.model)
