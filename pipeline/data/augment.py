@@ -180,7 +180,7 @@ def _write_copy(job: tuple[Copy, str, Window | None], params: AugmentParams, fol
 def windows(split: pd.DataFrame, photos: Path) -> dict[str, Window]:
     """Each BCCD crop's window in its photo (`augment.shift` moves it); other sources' crops have
     none and are not moved."""
-    bccd = split[split["domain"] == "bccd"]
+    bccd = split[split["domain"] == paths.BCCD_DOMAIN]
     return {
         r["crop_id"]: Window(
             (photos / r["source_image"]).as_posix(),

@@ -166,7 +166,7 @@ def score_revision(rev: str, split: str, outside: float, repo: Path = Path("."))
     from pipeline.inference.tta import predict
 
     run = revision_run(rev, repo)
-    cells = run.split[(run.split["split"] == split) & (run.split["domain"] == "bccd")]
+    cells = run.split[(run.split["split"] == split) & (run.split["domain"] == paths.BCCD_DOMAIN)]
     if cells.empty:
         raise PipelineError(f"{rev}: no BCCD {split} cells in its split")
     x = frame_cells(cells, revision_photos(rev, repo), run.crop, run.resize, outside)
