@@ -206,7 +206,7 @@ def edges(args: argparse.Namespace) -> int:
     rows, tables = [], []
     for ref in refs:
         name = ref.rsplit("/", 1)[-1]
-        table = score_revision(ref, args.split, args.outside).assign(run=name)
+        table = score_revision(ref, args.split, args.outside, beyond=args.beyond).assign(run=name)
         tables.append(table)
         found = NAME.match(name)
         where = {k: (int(v) if k != "setting" else v) for k, v in found.groupdict().items()} if found else {}
@@ -405,12 +405,14 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--out", type=Path, help="a CSV of every cell")
     h.set_defaults(run=cells)
     e = sub.add_parser("edges", help="runs' cells cut by a photo's frame: accuracy whole and cut")
-    e.add_argument("sources", nargs="*", help="git revisions or DVC experiment names")
+    e.add_argument("sources", nargs="*", help="git revisions, DVC experiment names or 'workspace'")
     e.add_argument("--experiments", action="append", default=[], metavar="GLOB",
                    help="every DVC experiment whose name matches ('cv-shift-*'); repeatable")  # fmt: skip
     e.add_argument("--split", default="val", choices=("val", "test", "train"),
                    help="whose cells (val: choose on it; test: report only)")  # fmt: skip
     e.add_argument("--outside", type=float, default=1 / 3, help="share of the cell beyond the frame")
+    e.add_argument("--beyond", default="cut", choices=("cut", "black"),
+                   help="the photo cut at the frame, or black beyond it (rotated fields)")  # fmt: skip
     e.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
                    help="B minus A over the CV runs both have (same fold and seed); repeatable")  # fmt: skip
     e.add_argument("--out", type=Path, help="a CSV of every run")

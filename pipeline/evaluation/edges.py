@@ -3,8 +3,10 @@
 Each cell of a split is cut again as if the photo's frame crossed it (a share `outside` of the
 cell beyond the frame, from each side in turn) as the crop stage would cut such a cell (and
 `wbc predict` does, on a BCCD-sized photo): its box clamped to the frame, then the crop window.
-Made for validation cells, so a change meant for such cells (`augment.shift`) is chosen without
-looking at a test set.
+Or (`beyond="black"`) the photo keeps its size and what lies beyond a line tilted by TILT_DEG is
+black, as the fill of Kaggle TEST's rotated fields (or an eyepiece's dark surround) meets a cell.
+Made for validation cells, so a change meant for such cells (`augment.shift`, filling what lies
+beyond the field) is chosen without looking at a test set.
 """
 
 import functools
@@ -30,6 +32,9 @@ from pipeline.data.voc import Box
 
 SIDES = ("left", "right", "top", "bottom")
 WHOLE = "whole"
+BEYOND = ("cut", "black")  # the photo cut at the frame | kept whole, black beyond a tilted line
+WORKSPACE = "workspace"  # a source naming the working tree's run, as `dvc exp show` names it
+TILT_DEG = 15.0  # the black edge's tilt: TEST's fields are rotated by up to about 20 degrees
 
 
 def at_frame(photo: Image.Image, box: Box, side: str, outside: float) -> tuple[Image.Image, Box]:
@@ -50,14 +55,38 @@ def at_frame(photo: Image.Image, box: Box, side: str, outside: float) -> tuple[I
     return cut, clamp(moved, cut.width, cut.height)
 
 
+def black_beyond(photo: Image.Image, box: Box, side: str, outside: float) -> tuple[Image.Image, Box]:
+    """The photo with everything beyond a line black: the line tilted by TILT_DEG, crossing the
+    cell's middle with `outside` of the cell's width (or height) beyond it on `side`. The box is
+    kept: a localiser finds the cell's stain, not the field's edge."""
+    if not 0 < outside < 1:
+        raise PipelineError(f"outside must lie between 0 and 1 (a share of the cell), not {outside}")
+    y, x = np.mgrid[0 : photo.height, 0 : photo.width]
+    tilt = np.tan(np.radians(TILT_DEG))
+    cx, cy = (box.xmin + box.xmax) / 2, (box.ymin + box.ymax) / 2
+    dx, dy = outside * box.width, outside * box.height
+    beyond = {
+        "left": x < box.xmin + dx + (y - cy) * tilt,
+        "right": x > box.xmax - dx + (y - cy) * tilt,
+        "top": y < box.ymin + dy + (x - cx) * tilt,
+        "bottom": y > box.ymax - dy + (x - cx) * tilt,
+    }[side]
+    rgb = np.asarray(photo.convert("RGB")).copy()
+    rgb[beyond] = 0
+    return Image.fromarray(rgb), box
+
+
 def frame_versions(
-    photo: Image.Image, box: Box, padding: int, square: bool, outside: float
+    photo: Image.Image, box: Box, padding: int, square: bool, outside: float, beyond: str = "cut"
 ) -> list[Image.Image]:
-    """The cell as the crop stage cuts it (WHOLE), then cut by the frame on each of SIDES: the
-    crop stage's window (`padding` in the photo's pixels, as the crop stage takes it) in the cut
-    photo."""
+    """The cell as the crop stage cuts it (WHOLE), then met by the frame on each of SIDES (the
+    photo cut there, or black beyond it): the crop stage's window (`padding` in the photo's
+    pixels, as the crop stage takes it) in that photo."""
+    if beyond not in BEYOND:
+        raise PipelineError(f"beyond the frame is one of {BEYOND}, not {beyond!r}")
+    meet = at_frame if beyond == "cut" else black_beyond
     versions = []
-    for img, inside in [(photo, box), *(at_frame(photo, box, side, outside) for side in SIDES)]:
+    for img, inside in [(photo, box), *(meet(photo, box, side, outside) for side in SIDES)]:
         w = crop_window(inside, img.width, img.height, padding, square)
         versions.append(img.crop((w.xmin, w.ymin, w.xmax, w.ymax)))
     return versions
@@ -69,6 +98,7 @@ def frame_cells(
     crop: CropParams,
     resize: ResizeParams,
     outside: float,
+    beyond: str = "cut",
 ) -> np.ndarray:
     """(len(cells) * 5, h, w, 3) uint8: every cell's versions (WHOLE, then SIDES), resized and
     colour-treated as the resize stage does. `cells` are split-manifest rows (source_image, box_*)."""
@@ -76,24 +106,28 @@ def frame_cells(
     out = []
     for r in cells.to_dict("records"):
         box = Box(*(int(r[f"box_{k}"]) for k in ("xmin", "ymin", "xmax", "ymax")))
-        versions = frame_versions(photo(r["source_image"]), box, crop.padding, crop.square, outside)
+        versions = frame_versions(photo(r["source_image"]), box, crop.padding, crop.square, outside, beyond)
         out += [resize_image(img, *size, colour) for img in versions]
     return np.stack(out) if out else np.empty((0, *size, 3), np.uint8)
 
 
 def frame_table(cells: pd.DataFrame, probabilities: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
-    """One row per cell and version: its label, the class predicted, whether that is right, and
-    the probabilities (`p_<class>`, as evaluate's predictions.csv)."""
+    """One row per cell and version: its true class, the class predicted, whether that is right,
+    and the probabilities; in evaluate's predictions.csv columns (`sample_id` is the cell and its
+    version), so `wbc compare` pairs two such tables version by version."""
     versions = (WHOLE, *SIDES)
     if len(probabilities) != len(cells) * len(versions):
         raise PipelineError(f"{len(probabilities)} predictions for {len(cells)} cells x {len(versions)} cuts")
+    crops = np.repeat(cells["crop_id"].to_numpy(str), len(versions))
     rows = pd.DataFrame({
-        "crop_id": np.repeat(cells["crop_id"].to_numpy(), len(versions)),
-        "label": np.repeat(cells["label"].to_numpy(), len(versions)),
+        "sample_id": [f"{c}:{v}" for c, v in zip(crops, np.tile(versions, len(cells)), strict=True)],
+        "crop_id": crops,
+        "source_image": np.repeat(cells["source_image"].to_numpy(), len(versions)),
         "version": np.tile(versions, len(cells)),
+        "actual": np.repeat(cells["label"].to_numpy(), len(versions)),
         "predicted": [classes[i] for i in probabilities.argmax(axis=1)],
     })  # fmt: skip
-    rows["right"] = rows["label"] == rows["predicted"]
+    rows["right"] = rows["actual"] == rows["predicted"]
     for i, name in enumerate(classes):
         rows[f"p_{name}"] = probabilities[:, i].round(6)
     return rows
@@ -129,7 +163,7 @@ def _read(path: Path, rev: str, repo: Path) -> bytes:
     import dvc.api
 
     try:
-        return dvc.api.read(path.as_posix(), repo=str(repo), rev=rev, mode="rb")
+        return dvc.api.read(path.as_posix(), repo=str(repo), rev=None if rev == WORKSPACE else rev, mode="rb")
     except Exception as err:  # DVC raises several types for a missing file, revision or cache entry
         raise PipelineError(f"{rev}: cannot read {path} ({type(err).__name__}: {err})") from None
 
@@ -160,8 +194,10 @@ def revision_run(rev: str, repo: Path = Path(".")) -> RevisionRun:
     return RevisionRun(crop, resize, tta, split, _read(paths.MODEL, rev, repo))
 
 
-def score_revision(rev: str, split: str, outside: float, repo: Path = Path(".")) -> pd.DataFrame:
-    """Every `split` BCCD cell of a revision's run, whole and cut by the frame, by that run's model."""
+def score_revision(
+    rev: str, split: str, outside: float, repo: Path = Path("."), beyond: str = "cut"
+) -> pd.DataFrame:
+    """Every `split` BCCD cell of a revision's run, whole and met by the frame, by that run's model."""
     from pipeline.inference.classify import load_model_file, model_head
     from pipeline.inference.tta import predict
 
@@ -169,7 +205,7 @@ def score_revision(rev: str, split: str, outside: float, repo: Path = Path("."))
     cells = run.split[(run.split["split"] == split) & (run.split["domain"] == paths.BCCD_DOMAIN)]
     if cells.empty:
         raise PipelineError(f"{rev}: no BCCD {split} cells in its split")
-    x = frame_cells(cells, revision_photos(rev, repo), run.crop, run.resize, outside)
+    x = frame_cells(cells, revision_photos(rev, repo), run.crop, run.resize, outside, beyond)
     with tempfile.TemporaryDirectory() as tmp:
         model_file = Path(tmp) / "model.keras"
         model_file.write_bytes(run.model)
