@@ -206,7 +206,10 @@ def edges(args: argparse.Namespace) -> int:
     rows, tables = [], []
     for ref in refs:
         name = ref.rsplit("/", 1)[-1]
-        table = score_revision(ref, args.split, args.outside, beyond=args.beyond).assign(run=name)
+        table = score_revision(
+            ref, args.split, args.outside, beyond=args.beyond, beyond_field=args.beyond_field
+        )
+        table = table.assign(run=name, sample_id=name + ":" + table["sample_id"])
         tables.append(table)
         found = NAME.match(name)
         where = {k: (int(v) if k != "setting" else v) for k, v in found.groupdict().items()} if found else {}
@@ -413,6 +416,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--outside", type=float, default=1 / 3, help="share of the cell beyond the frame")
     e.add_argument("--beyond", default="cut", choices=("cut", "black"),
                    help="the photo cut at the frame, or black beyond it (rotated fields)")  # fmt: skip
+    e.add_argument("--beyond-field", choices=("fill", "keep"),
+                   help="what lies beyond the field: filled or kept, whatever each run's params")  # fmt: skip
     e.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
                    help="B minus A over the CV runs both have (same fold and seed); repeatable")  # fmt: skip
     e.add_argument("--out", type=Path, help="a CSV of every run")

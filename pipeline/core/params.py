@@ -128,6 +128,9 @@ class ResizeParams(_Section):
     colour: Literal["rgb", "stain_norm", "reinhard", "gray"] = Field(description="the colour treatment")
     stain_reference: list[float] = Field(min_length=4, max_length=4, description="H p50, H p99, E p50, E p99")
     lab_reference: list[float] = Field(min_length=6, max_length=6, description="L, a, b mean; L, a, b sd")
+    beyond_field: Literal["fill", "keep"] = Field(
+        description="a crop's pixels beyond the photo's field filled from the field, or kept"
+    )
 
 
 MODELS = ("varra", "fischbach", "lenet", "depthwise", "cnn_bilstm", "mobilenetv2", "efficientnetb0")

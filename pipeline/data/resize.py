@@ -12,6 +12,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.params import ResizeParams
 from pipeline.core.paths import BCCD_DOMAIN
 from pipeline.data import stain
+from pipeline.data.field import fill_beyond_field
 
 Colour = tuple[str, tuple[float, ...]] | str | None  # (treatment, its reference), "gray", or None
 TREATMENTS = {"stain_norm": stain.normalise, "reinhard": stain.reinhard}
@@ -21,10 +22,15 @@ TREATMENTS = {"stain_norm": stain.normalise, "reinhard": stain.reinhard}
 BEFORE_RESIZE = {"stain_norm"}
 
 
-def resize_image(img: Image.Image, height: int, width: int, colour: Colour = None) -> np.ndarray:
-    """A crop as the model sees it: at `height` x `width`, and normalised to a reference
-    (("stain_norm" | "reinhard", reference)) or grey ("gray") when asked. One function serves the
-    resize stage and inference, so training and prediction agree."""
+def resize_image(
+    img: Image.Image, height: int, width: int, colour: Colour = None, *, fill_beyond: bool = False
+) -> np.ndarray:
+    """A crop as the model sees it: what lies beyond the photo's field filled from the field
+    (`fill_beyond`), at `height` x `width`, and normalised to a reference (("stain_norm" |
+    "reinhard", reference)) or grey ("gray") when asked. One function serves the resize stage and
+    inference, so training and prediction agree."""
+    if fill_beyond:
+        img = fill_beyond_field(img)
     if colour == "gray":
         img, colour = img.convert("L").convert("RGB"), None
     treatment, reference = colour or (None, ())
@@ -44,6 +50,11 @@ def colour_mode(p: ResizeParams) -> Colour:
     return "gray" if p.colour == "gray" else None
 
 
+def fills_beyond(p: ResizeParams) -> bool:
+    """Whether `resize_image` fills what lies beyond a photo's field under the params."""
+    return p.beyond_field == "fill"
+
+
 def split_arrays(
     samples: pd.DataFrame,
     classes: Sequence[str],
@@ -51,6 +62,8 @@ def split_arrays(
     height: int,
     width: int,
     colour: Colour = None,
+    *,
+    fill_beyond: bool = False,
 ) -> dict[str, np.ndarray]:
     """The arrays of one split: images (N, H, W, 3) uint8, labels, nucleus labels, ids and domains.
 
@@ -63,7 +76,7 @@ def split_arrays(
     nucleus = head("nucleus", classes)
     x = np.zeros((len(samples), height, width, 3), np.uint8)
     for i, path in enumerate(samples["path"]):
-        x[i] = resize_image(load(path), height, width, colour)
+        x[i] = resize_image(load(path), height, width, colour, fill_beyond=fill_beyond)
     return {
         "x": x,
         "y": np.array([classes.index(c) for c in samples["label"]], np.int64),

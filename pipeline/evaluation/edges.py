@@ -27,7 +27,7 @@ from pipeline.core.classes import class_names
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import CropParams, ResizeParams
 from pipeline.data.crop import clamp, crop_window
-from pipeline.data.resize import colour_mode, resize_image
+from pipeline.data.resize import colour_mode, fills_beyond, resize_image
 from pipeline.data.voc import Box
 
 SIDES = ("left", "right", "top", "bottom")
@@ -102,12 +102,12 @@ def frame_cells(
 ) -> np.ndarray:
     """(len(cells) * 5, h, w, 3) uint8: every cell's versions (WHOLE, then SIDES), resized and
     colour-treated as the resize stage does. `cells` are split-manifest rows (source_image, box_*)."""
-    size, colour = (resize.height, resize.width), colour_mode(resize)
+    size, colour, fill = (resize.height, resize.width), colour_mode(resize), fills_beyond(resize)
     out = []
     for r in cells.to_dict("records"):
         box = Box(*(int(r[f"box_{k}"]) for k in ("xmin", "ymin", "xmax", "ymax")))
         versions = frame_versions(photo(r["source_image"]), box, crop.padding, crop.square, outside, beyond)
-        out += [resize_image(img, *size, colour) for img in versions]
+        out += [resize_image(img, *size, colour, fill_beyond=fill) for img in versions]
     return np.stack(out) if out else np.empty((0, *size, 3), np.uint8)
 
 
@@ -186,7 +186,8 @@ def revision_run(rev: str, repo: Path = Path(".")) -> RevisionRun:
     where = f"{rev}:{paths.PARAMS}"
     try:
         raw = yaml.safe_load(_read(paths.PARAMS, rev, repo))
-        crop, resize = CropParams.model_validate(raw["crop"]), ResizeParams.model_validate(raw["resize"])
+        resize = {"beyond_field": "keep", **raw["resize"]}  # runs from before the param kept it
+        crop, resize = CropParams.model_validate(raw["crop"]), ResizeParams.model_validate(resize)
         tta = bool(raw["evaluate"]["tta"])
     except (yaml.YAMLError, KeyError, TypeError, ValidationError) as err:
         raise PipelineError(f"{where}: cannot read crop, resize and evaluate.tta ({err})") from None
@@ -195,9 +196,15 @@ def revision_run(rev: str, repo: Path = Path(".")) -> RevisionRun:
 
 
 def score_revision(
-    rev: str, split: str, outside: float, repo: Path = Path("."), beyond: str = "cut"
+    rev: str,
+    split: str,
+    outside: float,
+    repo: Path = Path("."),
+    beyond: str = "cut",
+    beyond_field: str | None = None,
 ) -> pd.DataFrame:
-    """Every `split` BCCD cell of a revision's run, whole and met by the frame, by that run's model."""
+    """Every `split` BCCD cell of a revision's run, whole and met by the frame, by that run's model;
+    what lies beyond the field treated as the run's params say, or as `beyond_field` says."""
     from pipeline.inference.classify import load_model_file, model_head
     from pipeline.inference.tta import predict
 
@@ -205,7 +212,10 @@ def score_revision(
     cells = run.split[(run.split["split"] == split) & (run.split["domain"] == paths.BCCD_DOMAIN)]
     if cells.empty:
         raise PipelineError(f"{rev}: no BCCD {split} cells in its split")
-    x = frame_cells(cells, revision_photos(rev, repo), run.crop, run.resize, outside, beyond)
+    resize = (
+        run.resize if beyond_field is None else run.resize.model_copy(update={"beyond_field": beyond_field})
+    )
+    x = frame_cells(cells, revision_photos(rev, repo), run.crop, resize, outside, beyond)
     with tempfile.TemporaryDirectory() as tmp:
         model_file = Path(tmp) / "model.keras"
         model_file.write_bytes(run.model)
