@@ -120,3 +120,21 @@ def test_cli_refuses_no_runs_and_an_unknown_revision(capsys):
     assert "no runs" in capsys.readouterr().err
     assert main(["edges", "no-such-revision-or-experiment"]) == 2
     assert "no-such-revision-or-experiment: cannot read params.yaml" in capsys.readouterr().err
+
+
+def test_a_revision_from_before_beyond_field_reads_as_it_ran(monkeypatch):
+    import yaml
+
+    from pipeline.core import paths
+    from pipeline.evaluation import edges
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    files = {paths.SPLIT_MANIFEST: b"crop_id,split\n", paths.MODEL: b"model"}
+    for beyond_field, expected in ((None, "keep"), ("fill", "fill")):
+        if beyond_field is None:
+            raw["resize"].pop("beyond_field")
+        else:
+            raw["resize"]["beyond_field"] = beyond_field
+        files[paths.PARAMS] = yaml.safe_dump(raw).encode()
+        monkeypatch.setattr(edges, "_read", lambda path, rev, repo: files[path])
+        assert edges.revision_run("old").resize.beyond_field == expected

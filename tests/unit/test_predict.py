@@ -195,3 +195,20 @@ def test_a_damaged_model_file_is_one_clear_error(model_file, tmp_path, damage):
     assert "Traceback" not in done.stderr and "File not found" not in done.stderr
     (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
     assert str(bad) in line and ("not a Keras model archive" in line or "cannot load" in line)
+
+
+def test_crops_fill_what_lies_beyond_the_field_when_the_params_say_so():
+    keep = PARAMS.model_copy(update={"resize": PARAMS.resize.model_copy(update={"beyond_field": "keep"})})
+    fill = PARAMS.model_copy(update={"resize": PARAMS.resize.model_copy(update={"beyond_field": "fill"})})
+    rgb = np.full((240, 320, 3), (230, 200, 205), np.uint8)
+    rgb[100:140, 150:190] = (120, 60, 200)  # a violet cell
+    y, x = np.mgrid[0:240, 0:320]
+    corner = rgb.copy()
+    corner[x + y < 270] = 0  # a rotated field's black corner reaching the cell's window
+    box = (150, 100, 190, 140)
+    assert np.array_equal(
+        crops(Image.fromarray(rgb), [box], keep, (16, 16)), crops(Image.fromarray(rgb), [box], fill, (16, 16))
+    )
+    kept, filled = (crops(Image.fromarray(corner), [box], p, (16, 16))[0] for p in (keep, fill))
+    assert (kept.max(axis=2) < 60).any() and not np.array_equal(kept, filled)
+    assert (filled.max(axis=2) >= 60).all()
