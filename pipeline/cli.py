@@ -209,9 +209,11 @@ def edges(args: argparse.Namespace) -> int:
         table = score_revision(
             ref, args.split, args.outside, beyond=args.beyond, beyond_field=args.beyond_field
         )
-        table = table.assign(run=name, sample_id=name + ":" + table["sample_id"])
-        tables.append(table)
         found = NAME.match(name)
+        # a CV run's cells are named by fold and seed, so two settings' tables pair in `wbc compare`
+        prefix = f"f{found['fold']}-s{found['seed']}:" if found else f"{name}:" if len(refs) > 1 else ""
+        table = table.assign(run=name, sample_id=prefix + table["sample_id"])
+        tables.append(table)
         where = {k: (int(v) if k != "setting" else v) for k, v in found.groupdict().items()} if found else {}
         rows.append({"run": name, **where, **frame_summary(table)})
         print(f"{name}: whole {rows[-1]['whole_accuracy']:.3f}, cut {rows[-1]['cut_accuracy']:.3f} "

@@ -34,7 +34,9 @@ SIDES = ("left", "right", "top", "bottom")
 WHOLE = "whole"
 BEYOND = ("cut", "black")  # the photo cut at the frame | kept whole, black beyond a tilted line
 WORKSPACE = "workspace"  # a source naming the working tree's run, as `dvc exp show` names it
-TILT_DEG = 15.0  # the black edge's tilt: TEST's fields are rotated by up to about 20 degrees
+# The black edge's tilt: TEST's fields are rotated by up to about 20 degrees. Each side is its own
+# version, so the four lines need not bound one rotated rectangle (left/right lean the other way).
+TILT_DEG = 15.0
 
 
 def at_frame(photo: Image.Image, box: Box, side: str, outside: float) -> tuple[Image.Image, Box]:
@@ -100,8 +102,9 @@ def frame_cells(
     outside: float,
     beyond: str = "cut",
 ) -> np.ndarray:
-    """(len(cells) * 5, h, w, 3) uint8: every cell's versions (WHOLE, then SIDES), resized and
-    colour-treated as the resize stage does. `cells` are split-manifest rows (source_image, box_*)."""
+    """(len(cells) * 5, h, w, 3) uint8: every cell's versions (WHOLE, then SIDES), what lies beyond
+    the field filled or kept, resized and colour-treated as the resize stage does. `cells` are
+    split-manifest rows (source_image, box_*)."""
     size, colour, fill = (resize.height, resize.width), colour_mode(resize), fills_beyond(resize)
     out = []
     for r in cells.to_dict("records"):
@@ -212,9 +215,9 @@ def score_revision(
     cells = run.split[(run.split["split"] == split) & (run.split["domain"] == paths.BCCD_DOMAIN)]
     if cells.empty:
         raise PipelineError(f"{rev}: no BCCD {split} cells in its split")
-    resize = (
-        run.resize if beyond_field is None else run.resize.model_copy(update={"beyond_field": beyond_field})
-    )
+    resize = run.resize
+    if beyond_field is not None:
+        resize = ResizeParams.model_validate({**resize.model_dump(), "beyond_field": beyond_field})
     x = frame_cells(cells, revision_photos(rev, repo), run.crop, resize, outside, beyond)
     with tempfile.TemporaryDirectory() as tmp:
         model_file = Path(tmp) / "model.keras"

@@ -78,6 +78,7 @@ def test_black_versions_are_cut_in_the_whole_photo():
     versions = frame_versions(PHOTO, BOX, 16, True, 1 / 3, beyond="black")
     whole = cut_cell(PHOTO, (200, 150, 320, 270), 16, True)
     assert all(v.size == whole.size for v in versions)  # the window is not pushed: the photo is whole
+    assert all((np.asarray(v) == 0).all(axis=2).mean() > 0.1 for v in versions[1:])  # each side blackened
     assert np.array_equal(np.asarray(versions[0]), np.asarray(whole))
     with pytest.raises(PipelineError, match="beyond the frame is one of"):
         frame_versions(PHOTO, BOX, 16, True, 1 / 3, beyond="grey")

@@ -6,7 +6,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from pipeline.data.field import DARK, beyond_field, fill_beyond_field
+from pipeline.data.field import DARK, beyond_field_mask, fill_beyond_field
 from pipeline.data.resize import resize_image
 from tests.helpers import smear
 
@@ -28,9 +28,10 @@ def test_a_crop_with_nothing_beyond_the_field_is_the_same_image():
 
 def test_a_black_corner_is_filled_from_the_nearest_field_pixels():
     cut = corner(CROP, 50)
-    beyond = beyond_field(np.asarray(cut))
+    beyond = beyond_field_mask(np.asarray(cut))
     y, x = np.mgrid[0 : cut.height, 0 : cut.width]
     assert beyond[x + y < 50].all() and not beyond[x + y > 51].any()  # the corner and 1 px of halo
+    assert beyond[x + y == 50].all()  # the halo: the ring just outside the black
     filled = np.asarray(fill_beyond_field(cut))
     assert (filled.max(axis=2) > DARK).all()
     assert np.array_equal(filled[x + y > 51], np.asarray(CROP)[x + y > 51])  # the field untouched
@@ -42,6 +43,7 @@ def test_a_black_corner_is_filled_from_the_nearest_field_pixels():
 
 
 def test_jpeg_ringing_along_the_edge_is_filled_too():
+    """JPEG leaves dark, not black, pixels along the edge: none as dark as DARK is left."""
     buffer = io.BytesIO()
     corner(CROP, 50).save(buffer, "JPEG", quality=75)
     filled = np.asarray(fill_beyond_field(Image.open(buffer).convert("RGB")))
@@ -52,7 +54,7 @@ def test_a_dark_spot_inside_the_field_is_not_beyond_it():
     rgb = np.asarray(CROP).copy()
     rgb[45:55, 55:65] = 0
     spot = Image.fromarray(rgb)
-    assert not beyond_field(rgb).any()
+    assert not beyond_field_mask(rgb).any()
     assert fill_beyond_field(spot) is spot
 
 
