@@ -180,7 +180,7 @@ def load_arrays(params, size: int | None, limit: int | None, seed: int) -> tuple
     from pipeline.core.classes import class_names
     from pipeline.data.arrays import load_npz
     from pipeline.data.images import load_rgb
-    from pipeline.data.resize import colour_mode, fills_beyond, split_arrays
+    from pipeline.data.resize import split_arrays, treatment
 
     rng = np.random.default_rng(seed)
     if size is None or size == params.resize.height == params.resize.width:
@@ -196,10 +196,7 @@ def load_arrays(params, size: int | None, limit: int | None, seed: int) -> tuple
         rows = samples[samples["split"] == split]
         if split == "train" and limit and limit < len(rows):
             rows = rows.iloc[np.sort(rng.choice(len(rows), limit, replace=False))]
-        p = params.resize
-        out.append(
-            split_arrays(rows, classes, load_rgb, size, size, colour_mode(p), fill_beyond=fills_beyond(p))
-        )
+        out.append(split_arrays(rows, classes, load_rgb, size, size, treatment(params.resize)))
     print(f"train: resized {sum(len(a['x']) for a in out)} crops to {size}x{size} in "
           f"{time.perf_counter() - start:.1f} s")  # fmt: skip
     return out[0], out[1], out[2]

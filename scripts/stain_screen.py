@@ -41,7 +41,7 @@ from pipeline.inference.tta import predict  # noqa: E402
 from pipeline.model.calibrate import calibrate  # noqa: E402
 from pipeline.model.train import train_model  # noqa: E402
 
-Treatment = Callable[[np.ndarray, dict], np.ndarray]
+Screened = Callable[[np.ndarray, dict], np.ndarray]
 
 
 def pbc_cells(
@@ -126,13 +126,13 @@ def optics(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(255 * gain * f**gamma, 0, 255).round().astype(np.uint8)
 
 
-TREATMENTS: dict[str, Treatment] = {
+TREATMENTS: dict[str, Screened] = {
     f.__name__: f for f in (identity, levels, histmatch, reinhard, blur, levels_blur)
 }
 AUGMENTATIONS = {"optics": (identity, optics), "blur_optics": (blur, optics)}
 
 
-def apply(f: Treatment, x: np.ndarray, ref: dict) -> np.ndarray:
+def apply(f: Screened, x: np.ndarray, ref: dict) -> np.ndarray:
     return np.stack([f(img, ref) for img in x])
 
 

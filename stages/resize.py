@@ -8,7 +8,7 @@ from pipeline.core.classes import class_names
 from pipeline.core.params import Params
 from pipeline.data.arrays import save_npz
 from pipeline.data.images import load_rgb
-from pipeline.data.resize import colour_mode, fills_beyond, split_arrays
+from pipeline.data.resize import split_arrays, treatment
 from pipeline.stage import run_stage
 
 
@@ -20,9 +20,7 @@ def main(params: Params) -> dict:
     with atomic_dir(paths.RESIZED) as out:
         for split in paths.SPLITS:
             rows = samples[samples["split"] == split]
-            arrays = split_arrays(
-                rows, classes, load_rgb, p.height, p.width, colour_mode(p), fill_beyond=fills_beyond(p)
-            )
+            arrays = split_arrays(rows, classes, load_rgb, p.height, p.width, treatment(p))
             save_npz(out / paths.resized_split(split).name, arrays)
             report[split] = {
                 **{c: int((arrays["y"] == i).sum()) for i, c in enumerate(classes)},

@@ -2,6 +2,7 @@
 `pipeline/data/arrays.py` stores."""
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -14,45 +15,48 @@ from pipeline.core.paths import BCCD_DOMAIN
 from pipeline.data import stain
 from pipeline.data.field import fill_beyond_field
 
-Colour = tuple[str, tuple[float, ...]] | str | None  # (treatment, its reference), "gray", or None
-TREATMENTS = {"stain_norm": stain.normalise, "reinhard": stain.reinhard}
+NORMALISE = {"stain_norm": stain.normalise, "reinhard": stain.reinhard}
 # Reinhard works at the model's input size: the same statistics as on the full crop, at a 14th of the
 # cost per cell for `wbc predict` (2.8 ms against 39 ms for a 263 px crop); stain_norm's percentiles
 # were measured on full crops.
 BEFORE_RESIZE = {"stain_norm"}
 
 
-def resize_image(
-    img: Image.Image, height: int, width: int, colour: Colour = None, *, fill_beyond: bool = False
-) -> np.ndarray:
-    """A crop as the model sees it: what lies beyond the photo's field filled from the field
-    (`fill_beyond`), at `height` x `width`, and normalised to a reference (("stain_norm" |
-    "reinhard", reference)) or grey ("gray") when asked. One function serves the resize stage and
-    inference, so training and prediction agree."""
-    if fill_beyond:
-        img = fill_beyond_field(img)
-    if colour == "gray":
-        img, colour = img.convert("L").convert("RGB"), None
-    treatment, reference = colour or (None, ())
-    if treatment in BEFORE_RESIZE:
-        img = Image.fromarray(TREATMENTS[treatment](np.asarray(img), reference))
-    x = np.asarray(img.resize((width, height), Image.Resampling.LANCZOS), dtype=np.uint8)
-    if treatment is not None and treatment not in BEFORE_RESIZE:
-        x = TREATMENTS[treatment](x, reference)
-    return x
+@dataclass(frozen=True)
+class Treatment:
+    """What is done to a crop besides resizing it: what lies beyond the photo's field filled from
+    the field or kept, and its colour kept ("rgb"), made grey ("gray") or normalised to a reference
+    ("stain_norm" | "reinhard"). Derived once from the params (`treatment`), so the resize stage,
+    evaluate, `wbc predict` and `wbc edges` cannot treat a crop two ways."""
+
+    colour: str = "rgb"
+    reference: tuple[float, ...] = ()
+    fill_beyond: bool = False
 
 
-def colour_mode(p: ResizeParams) -> Colour:
-    """How `resize_image` treats colour under the params: as is, grey, or normalised to BCCD's."""
+PLAIN = Treatment()
+
+
+def treatment(p: ResizeParams) -> Treatment:
+    """The params' treatment: `resize.colour` with its reference, and `resize.beyond_field`."""
     references = {"stain_norm": p.stain_reference, "reinhard": p.lab_reference}
-    if p.colour in references:
-        return p.colour, tuple(references[p.colour])
-    return "gray" if p.colour == "gray" else None
+    return Treatment(p.colour, tuple(references.get(p.colour, ())), p.beyond_field == "fill")
 
 
-def fills_beyond(p: ResizeParams) -> bool:
-    """Whether `resize_image` fills what lies beyond a photo's field under the params."""
-    return p.beyond_field == "fill"
+def resize_image(img: Image.Image, height: int, width: int, treat: Treatment = PLAIN) -> np.ndarray:
+    """A crop as the model sees it: at `height` x `width`, treated as `treat` says. One function
+    serves the resize stage and inference, so training and prediction agree."""
+    if treat.fill_beyond:
+        img = fill_beyond_field(img)
+    if treat.colour == "gray":
+        img = img.convert("L").convert("RGB")
+    normalise = NORMALISE.get(treat.colour)
+    if treat.colour in BEFORE_RESIZE:
+        img = Image.fromarray(normalise(np.asarray(img), treat.reference))
+    x = np.asarray(img.resize((width, height), Image.Resampling.LANCZOS), dtype=np.uint8)
+    if normalise is not None and treat.colour not in BEFORE_RESIZE:
+        x = normalise(x, treat.reference)
+    return x
 
 
 def split_arrays(
@@ -61,9 +65,7 @@ def split_arrays(
     load: Callable[[str], Image.Image],
     height: int,
     width: int,
-    colour: Colour = None,
-    *,
-    fill_beyond: bool = False,
+    treat: Treatment = PLAIN,
 ) -> dict[str, np.ndarray]:
     """The arrays of one split: images (N, H, W, 3) uint8, labels, nucleus labels, ids and domains.
 
@@ -76,7 +78,7 @@ def split_arrays(
     nucleus = head("nucleus", classes)
     x = np.zeros((len(samples), height, width, 3), np.uint8)
     for i, path in enumerate(samples["path"]):
-        x[i] = resize_image(load(path), height, width, colour, fill_beyond=fill_beyond)
+        x[i] = resize_image(load(path), height, width, treat)
     return {
         "x": x,
         "y": np.array([classes.index(c) for c in samples["label"]], np.int64),

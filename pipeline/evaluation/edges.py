@@ -27,7 +27,7 @@ from pipeline.core.classes import class_names
 from pipeline.core.errors import PipelineError
 from pipeline.core.params import CropParams, ResizeParams
 from pipeline.data.crop import clamp, crop_window
-from pipeline.data.resize import colour_mode, fills_beyond, resize_image
+from pipeline.data.resize import resize_image, treatment
 from pipeline.data.voc import Box
 
 SIDES = ("left", "right", "top", "bottom")
@@ -105,12 +105,12 @@ def frame_cells(
     """(len(cells) * 5, h, w, 3) uint8: every cell's versions (WHOLE, then SIDES), what lies beyond
     the field filled or kept, resized and colour-treated as the resize stage does. `cells` are
     split-manifest rows (source_image, box_*)."""
-    size, colour, fill = (resize.height, resize.width), colour_mode(resize), fills_beyond(resize)
+    size, treat = (resize.height, resize.width), treatment(resize)
     out = []
     for r in cells.to_dict("records"):
         box = Box(*(int(r[f"box_{k}"]) for k in ("xmin", "ymin", "xmax", "ymax")))
         versions = frame_versions(photo(r["source_image"]), box, crop.padding, crop.square, outside, beyond)
-        out += [resize_image(img, *size, colour, fill_beyond=fill) for img in versions]
+        out += [resize_image(img, *size, treat) for img in versions]
     return np.stack(out) if out else np.empty((0, *size, 3), np.uint8)
 
 

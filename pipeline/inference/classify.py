@@ -18,7 +18,7 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.params import Params
 from pipeline.data.crop import cut_cell
 from pipeline.data.images import load_rgb
-from pipeline.data.resize import colour_mode, fills_beyond, resize_image
+from pipeline.data.resize import resize_image, treatment
 from pipeline.inference.localize import find_wbcs
 from pipeline.inference.tta import BATCH, predict
 
@@ -83,12 +83,12 @@ def model_head(model: keras.Model, classes: Sequence[str]) -> Head:
 
 
 def crops(img: Image.Image, boxes: Sequence[tuple], params: Params, size: tuple[int, int]) -> np.ndarray:
-    """(n, h, w, 3) uint8: each box cut with the crop stage's window, resized (and stain-normalised)
-    like the resize stage."""
-    colour, fill = colour_mode(params.resize), fills_beyond(params.resize)
+    """(n, h, w, 3) uint8: each box cut with the crop stage's window, resized and treated (what lies
+    beyond the field, colour) like the resize stage."""
+    treat = treatment(params.resize)
     out = np.empty((len(boxes), *size, 3), np.uint8)
     for i, box in enumerate(boxes):
-        out[i] = resize_image(cut(img, box, params), *size, colour, fill_beyond=fill)
+        out[i] = resize_image(cut(img, box, params), *size, treat)
     return out
 
 

@@ -1,17 +1,19 @@
 """What lies beyond a photo's field (black corners, an eyepiece's surround) is filled from the field
 before a crop is resized: only such crops change, and nothing dark is left."""
 
+import dataclasses
 import io
 
 import numpy as np
 from PIL import Image
 
 from pipeline.data.field import DARK, beyond_field_mask, fill_beyond_field
-from pipeline.data.resize import resize_image
+from pipeline.data.resize import Treatment, resize_image
 from tests.helpers import smear
 
 CROP = smear(7, (120, 100), [(30, 25, 90, 85)])
-REFERENCE = ("reinhard", (69.95, 10.97, -12.29, 10.81, 14.14, 19.95))
+KEEP = Treatment("reinhard", (69.95, 10.97, -12.29, 10.81, 14.14, 19.95))
+FILL = dataclasses.replace(KEEP, fill_beyond=True)
 
 
 def corner(img: Image.Image, reach: int) -> Image.Image:
@@ -65,9 +67,7 @@ def test_a_crop_wholly_beyond_the_field_is_left_as_it_is():
 
 def test_resize_fills_when_asked_and_only_then():
     cut = corner(CROP, 50)
-    filled = resize_image(cut, 96, 96, REFERENCE, fill_beyond=True)
-    assert np.array_equal(filled, resize_image(fill_beyond_field(cut), 96, 96, REFERENCE))
-    assert not np.array_equal(filled, resize_image(cut, 96, 96, REFERENCE))  # "keep": as before
-    assert np.array_equal(
-        resize_image(CROP, 96, 96, REFERENCE, fill_beyond=True), resize_image(CROP, 96, 96, REFERENCE)
-    )
+    filled = resize_image(cut, 96, 96, FILL)
+    assert np.array_equal(filled, resize_image(fill_beyond_field(cut), 96, 96, KEEP))
+    assert not np.array_equal(filled, resize_image(cut, 96, 96, KEEP))  # "keep": as before
+    assert np.array_equal(resize_image(CROP, 96, 96, FILL), resize_image(CROP, 96, 96, KEEP))

@@ -7,9 +7,10 @@ from PIL import Image
 
 from pipeline.core.classes import CLASSES
 from pipeline.core.errors import PipelineError
+from pipeline.core.params import load_params
 from pipeline.data.arrays import load_npz, save_npz
-from pipeline.data.resize import resize_image, split_arrays
-from tests.helpers import smear
+from pipeline.data.resize import PLAIN, Treatment, resize_image, split_arrays, treatment
+from tests.helpers import REPO, smear
 
 IMAGES = {f"p{i}.png": smear(i, (50 + i * 10, 40 + i * 5), [(10, 10, 40, 40)]) for i in range(3)}
 
@@ -34,6 +35,21 @@ def test_split_arrays_shapes_labels_and_order():
     assert list(arrays["y"]) == [0, 2, 3]
     assert list(arrays["nucleus"]) == [0, 1, 1]  # poly, mono, mono
     assert list(arrays["classes"]) == list(CLASSES)
+
+
+def test_the_params_treatment_is_the_one_every_caller_gets():
+    p = load_params(REPO / "params.yaml").resize
+    reinhard = p.model_copy(update={"colour": "reinhard", "beyond_field": "fill"})
+    assert treatment(reinhard) == Treatment("reinhard", tuple(p.lab_reference), fill_beyond=True)
+    stained = p.model_copy(update={"colour": "stain_norm", "beyond_field": "keep"})
+    assert treatment(stained) == Treatment("stain_norm", tuple(p.stain_reference))
+    assert treatment(p.model_copy(update={"colour": "rgb", "beyond_field": "keep"})) == PLAIN
+    grey = treatment(p.model_copy(update={"colour": "gray"}))
+    assert grey.colour == "gray" and grey.reference == ()
+    arrays = split_arrays(samples(), CLASSES, IMAGES.__getitem__, 24, 32, grey)
+    for x, path in zip(arrays["x"], samples().sort_values("sample_id")["path"], strict=True):
+        assert np.array_equal(x, resize_image(IMAGES[path], 24, 32, grey))
+    assert (arrays["x"][..., 0] == arrays["x"][..., 2]).all()
 
 
 def test_unknown_label_is_refused():
@@ -73,7 +89,7 @@ def test_stain_normalisation_maps_another_stain_strength_onto_the_reference():
     img = Image.fromarray(crop)
     plain = np.asarray(img.resize((32, 32), Image.Resampling.LANCZOS))
     assert np.array_equal(resize_image(img, 32, 32), plain)
-    grey = resize_image(img, 32, 32, "gray")
+    grey = resize_image(img, 32, 32, Treatment("gray"))
     assert (grey[..., 0] == grey[..., 1]).all() and (grey[..., 1] == grey[..., 2]).all()
 
 
@@ -93,7 +109,7 @@ def test_reinhard_puts_another_labs_colours_onto_the_reference():
     got = rgb2lab(back).reshape(-1, 3)
     np.testing.assert_allclose(got.mean(0), reference[:3], atol=0.5)
     np.testing.assert_allclose(got.std(0), reference[3:], rtol=0.05)
-    colour = ("reinhard", reference)
+    colour = Treatment("reinhard", reference)
     assert np.array_equal(resize_image(Image.fromarray(other), 32, 32, colour),
                           resize_image(Image.fromarray(other), 32, 32, colour))  # fmt: skip
 
