@@ -11,6 +11,10 @@ import keras
 
 from pipeline.core.errors import PipelineError
 
+# What decides which CPU kernels compute a model, so the same numbers on another machine: dvc.yaml
+# sets them for the stages that run one (README "Reproducibility"); a run reports what it had.
+KERNEL_VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "TF_NUM_INTRAOP_THREADS")
+
 
 def device() -> str:
     """'gpu: <name>' when the active Keras backend sees a GPU, else 'cpu'."""
@@ -32,6 +36,12 @@ def device() -> str:
     return "cpu"
 
 
+def kernels() -> str:
+    """The CPU kernel settings this process runs under, as dvc.yaml writes them ('unset': the
+    library's own choice for this processor)."""
+    return " ".join(f"{name}={os.environ.get(name, 'unset')}" for name in KERNEL_VARIABLES)
+
+
 def configure(seed: int, deterministic: bool, mixed_precision: bool, devices: int = 1) -> dict[str, str]:
     """Seed everything, switch on op determinism if asked, and mixed precision on a GPU only.
     `devices` is only reported here ('2 x cpu'); `distribution` spreads the training over them."""
@@ -51,7 +61,8 @@ def configure(seed: int, deterministic: bool, mixed_precision: bool, devices: in
     policy = "mixed_float16" if mixed_precision and where.startswith("gpu") else "float32"
     keras.mixed_precision.set_global_policy(policy)
     kind = "gpu" if where.startswith("gpu") else "cpu"
-    return {"device": where, "backend": backend, "precision": policy, "devices": f"{devices} x {kind}"}
+    return {"device": where, "backend": backend, "precision": policy, "devices": f"{devices} x {kind}",
+            "kernels": kernels()}  # fmt: skip
 
 
 def replicas(devices: int) -> list[str]:

@@ -75,11 +75,14 @@ def test_each_model_is_one_mlflow_run_with_params_tags_metrics_and_artifacts(pro
     assert not client.search_runs([experiment.experiment_id], "tags.stage = 'evaluate'")
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     resized_md5 = next(o["md5"] for o in lock["stages"]["resize"]["outs"] if o["path"] == "data/resized")
+    dvc_vars = yaml.safe_load((root / "dvc.yaml").read_text())["vars"]
+    kernels = next(v["kernels"] for v in dvc_vars if "kernels" in v)
     for r in model_runs:
         tags, params, metrics = r.data.tags, r.data.params, r.data.metrics
         assert tags["stages"] == "train,evaluate"
         assert tags["data.md5"] == resized_md5
         assert tags["train.device"] == "cpu" and tags["version.keras"] and len(tags["git.commit"]) == 40
+        assert tags["train.kernels"] == kernels  # dvc.yaml's, set for the stage
         assert params["augment.target_per_class"] == "12" and params["evaluate.bootstrap_resamples"] == "50"
         assert 0 <= metrics["test.accuracy"] <= 1 and "epoch.loss" in metrics and "train_seconds" in metrics
         artifacts = {a.path for a in client.list_artifacts(r.info.run_id)}

@@ -15,7 +15,8 @@ def test_mixed_precision_is_refused_on_the_cpu():
     """Mixed float16 on a CPU is slower and less accurate: the run falls back to float32 and says so."""
     got = runtime.configure(seed=1, deterministic=False, mixed_precision=True)
     assert got == {
-        "device": "cpu", "backend": keras.backend.backend(), "precision": "float32", "devices": "1 x cpu"
+        "device": "cpu", "backend": keras.backend.backend(), "precision": "float32", "devices": "1 x cpu",
+        "kernels": runtime.kernels(),
     }  # fmt: skip
     assert keras.mixed_precision.global_policy().name == "float32"
 

@@ -18,7 +18,9 @@ from tests.helpers import REPO
 # keeps freed memory (`pipeline/core/memory.py`): faster, the same numbers (test_memory).
 PLUMBING = ("pipeline/stage.py", "pipeline/tracking/", "pipeline/core/params.py", "pipeline/core/memory.py")
 
-DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
+DVC = DVC_YAML["stages"]
+KERNELS = "${kernels} "  # dvc.yaml's vars: the CPU kernels every stage that runs a model uses
 
 
 def module_file(name: str) -> Path | None:
@@ -78,12 +80,27 @@ def plumbing(path: str) -> bool:
 @pytest.mark.parametrize("stage", sorted(DVC))
 def test_deps_name_every_module_the_stage_runs(stage):
     entry = REPO / "stages" / f"{stage}.py"
-    assert DVC[stage]["cmd"] == f"python -m stages.{stage}"
     needed = {p for p in closure(entry) if not plumbing(p)}
+    runs_keras = any("keras" in imported(REPO / p) for p in needed)
+    kernels = KERNELS if runs_keras else ""
+    assert DVC[stage]["cmd"] == f"{kernels}python -m stages.{stage}"
     missing = sorted(needed - code_deps(stage))
     assert not missing, f"dvc.yaml: stage {stage!r} runs {', '.join(missing)} but does not list it in deps"
     extra = sorted(code_deps(stage) - needed)
     assert not extra, f"dvc.yaml: stage {stage!r} lists {', '.join(extra)} in deps but never imports it"
+
+
+def test_the_kernels_set_are_the_ones_a_run_reports(monkeypatch):
+    from pipeline.model.runtime import KERNEL_VARIABLES, kernels
+
+    written = next(v["kernels"] for v in DVC_YAML["vars"] if "kernels" in v)
+    assert tuple(v.split("=")[0] for v in written.split()) == KERNEL_VARIABLES
+    for assignment in written.split():
+        monkeypatch.setenv(*assignment.split("="))
+    assert kernels() == written
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert "ONEDNN_MAX_CPU_ISA=unset" in kernels()
+    assert {s for s, v in DVC.items() if KERNELS in v["cmd"]} == {"train", "evaluate"}
 
 
 def test_package_markers_hold_no_code():
