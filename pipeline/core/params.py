@@ -122,10 +122,13 @@ class AugmentParams(_Section):
     )
 
 
+ColourName = Literal["rgb", "stain_norm", "reinhard", "gray"]
+
+
 class ResizeParams(_Section):
     height: int = Field(ge=8, le=1024)
     width: int = Field(ge=8, le=1024)
-    colour: Literal["rgb", "stain_norm", "reinhard", "gray"] = Field(description="the colour treatment")
+    colour: ColourName = Field(description="the colour treatment")
     stain_reference: list[float] = Field(min_length=4, max_length=4, description="H p50, H p99, E p50, E p99")
     lab_reference: list[float] = Field(min_length=6, max_length=6, description="L, a, b mean; L, a, b sd")
     beyond_field: Literal["fill", "keep"] = Field(

@@ -3,6 +3,7 @@
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import get_args
 
 import numpy as np
 import pandas as pd
@@ -10,7 +11,7 @@ from PIL import Image
 
 from pipeline.core.classes import NUCLEUS_GROUPS, head
 from pipeline.core.errors import PipelineError
-from pipeline.core.params import ResizeParams
+from pipeline.core.params import ColourName, ResizeParams
 from pipeline.core.paths import BCCD_DOMAIN
 from pipeline.data import stain
 from pipeline.data.field import fill_beyond_field
@@ -24,14 +25,17 @@ BEFORE_RESIZE = {"stain_norm"}
 
 @dataclass(frozen=True)
 class Treatment:
-    """What is done to a crop besides resizing it: what lies beyond the photo's field filled from
-    the field or kept, and its colour kept ("rgb"), made grey ("gray") or normalised to a reference
-    ("stain_norm" | "reinhard"). Derived once from the params (`treatment`), so the resize stage,
-    evaluate, `wbc predict` and `wbc edges` cannot treat a crop two ways."""
+    """What is done to a crop besides resizing it: its colour kept, made grey or normalised to
+    `reference`, and what lies beyond the photo's field filled from the field first. One object from
+    the params (`treatment`), so no caller can pair a colour with another setting's fill."""
 
-    colour: str = "rgb"
+    colour: ColourName = "rgb"
     reference: tuple[float, ...] = ()
     fill_beyond: bool = False
+
+    def __post_init__(self) -> None:
+        if self.colour not in get_args(ColourName):
+            raise PipelineError(f"colour is one of {get_args(ColourName)}, not {self.colour!r}")
 
 
 PLAIN = Treatment()

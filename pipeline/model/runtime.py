@@ -38,7 +38,7 @@ def device() -> str:
 
 def kernels() -> str:
     """The CPU kernel settings this process runs under, as dvc.yaml writes them ('unset': the
-    library's own choice for this processor)."""
+    library's own choice for this processor). TensorFlow's: other backends do not read them."""
     return " ".join(f"{name}={os.environ.get(name, 'unset')}" for name in KERNEL_VARIABLES)
 
 
@@ -61,8 +61,8 @@ def configure(seed: int, deterministic: bool, mixed_precision: bool, devices: in
     policy = "mixed_float16" if mixed_precision and where.startswith("gpu") else "float32"
     keras.mixed_precision.set_global_policy(policy)
     kind = "gpu" if where.startswith("gpu") else "cpu"
-    return {"device": where, "backend": backend, "precision": policy, "devices": f"{devices} x {kind}",
-            "kernels": kernels()}  # fmt: skip
+    found = {"device": where, "backend": backend, "precision": policy, "devices": f"{devices} x {kind}"}
+    return found | ({"kernels": kernels()} if backend == "tensorflow" else {})
 
 
 def replicas(devices: int) -> list[str]:

@@ -109,9 +109,12 @@ def test_reinhard_puts_another_labs_colours_onto_the_reference():
     got = rgb2lab(back).reshape(-1, 3)
     np.testing.assert_allclose(got.mean(0), reference[:3], atol=0.5)
     np.testing.assert_allclose(got.std(0), reference[3:], rtol=0.05)
-    colour = Treatment("reinhard", reference)
-    assert np.array_equal(resize_image(Image.fromarray(other), 32, 32, colour),
-                          resize_image(Image.fromarray(other), 32, 32, colour))  # fmt: skip
+    colour = Treatment("reinhard", reference)  # at the model's input size: after resizing
+    resized = resize_image(Image.fromarray(other), 32, 32)
+    treated = resize_image(Image.fromarray(other), 32, 32, colour)
+    assert np.array_equal(treated, stain.reinhard(resized, reference))
+    with pytest.raises(PipelineError, match="'grey'"):
+        Treatment("grey")
 
 
 def test_reinhard_ignores_black_fill():

@@ -15,10 +15,21 @@ def test_mixed_precision_is_refused_on_the_cpu():
     """Mixed float16 on a CPU is slower and less accurate: the run falls back to float32 and says so."""
     got = runtime.configure(seed=1, deterministic=False, mixed_precision=True)
     assert got == {
-        "device": "cpu", "backend": keras.backend.backend(), "precision": "float32", "devices": "1 x cpu",
+        "device": "cpu", "backend": "tensorflow", "precision": "float32", "devices": "1 x cpu",
         "kernels": runtime.kernels(),
     }  # fmt: skip
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_a_run_reports_the_cpu_kernels_it_ran_under(monkeypatch):
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "2")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    got = runtime.configure(seed=1, deterministic=False, mixed_precision=False)["kernels"]
+    assert got == "TF_ENABLE_ONEDNN_OPTS=0 ONEDNN_MAX_CPU_ISA=unset TF_NUM_INTRAOP_THREADS=2"
+    monkeypatch.setattr(runtime.keras.backend, "backend", lambda: "jax")  # they are TensorFlow's
+    monkeypatch.setattr(runtime, "device", lambda: "cpu")
+    assert "kernels" not in runtime.configure(seed=1, deterministic=False, mixed_precision=False)
 
 
 def test_mixed_precision_is_used_on_a_gpu(monkeypatch):
