@@ -12,7 +12,7 @@ from pipeline.core import paths
 from pipeline.core.atomic import atomic_write_bytes
 from pipeline.core.errors import PipelineError
 from pipeline.core.memory import keep_freed_memory
-from pipeline.core.params import EXTERNAL_SETS, load_params
+from pipeline.core.params import BEYOND_FIELD, EXTERNAL_SETS, load_params
 from pipeline.evaluation.gates import baseline_from_dvc, check_gates, format_table
 
 
@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--outside", type=float, default=1 / 3, help="share of the cell beyond the frame")
     e.add_argument("--beyond", default="cut", choices=("cut", "black"),
                    help="the photo cut at the frame, or black beyond it (rotated fields)")  # fmt: skip
-    e.add_argument("--beyond-field", choices=("fill", "keep"),
+    e.add_argument("--beyond-field", choices=BEYOND_FIELD,
                    help="what lies beyond the field: filled or kept, whatever each run's params")  # fmt: skip
     e.add_argument("--pair", nargs=2, action="append", default=[], metavar=("A", "B"),
                    help="B minus A over the CV runs both have (same fold and seed); repeatable")  # fmt: skip

@@ -123,6 +123,7 @@ class AugmentParams(_Section):
 
 
 ColourName = Literal["rgb", "stain_norm", "reinhard", "gray"]
+BEYOND_FIELD = ("fill", "keep")  # what lies beyond a photo's field: filled from the field, or kept
 
 
 class ResizeParams(_Section):
@@ -131,7 +132,7 @@ class ResizeParams(_Section):
     colour: ColourName = Field(description="the colour treatment")
     stain_reference: list[float] = Field(min_length=4, max_length=4, description="H p50, H p99, E p50, E p99")
     lab_reference: list[float] = Field(min_length=6, max_length=6, description="L, a, b mean; L, a, b sd")
-    beyond_field: Literal["fill", "keep"] = Field(
+    beyond_field: Literal[BEYOND_FIELD] = Field(
         description="a crop's pixels beyond the photo's field filled from the field, or kept"
     )
 
