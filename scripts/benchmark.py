@@ -25,11 +25,18 @@
    dataset built, and traced again for each new shape, on each call), in fresh processes,
    alternating, on chunks of the test split's crops of varying size.
 
+8. With --kernels: the fit of item 6 (freed memory kept, as the train stage does) in fresh
+   processes under TensorFlow's own CPU kernels, under dvc.yaml's portable ones (`vars: kernels`)
+   and under the portable ones held to one core: ms per step, the ratio to TensorFlow's own, and the
+   weights' digest. A machine that computes what the measured ones do prints the README's digest for
+   the portable rows ("Reproducibility"); the one-core row shows the core count does not matter.
+
     python scripts/benchmark.py --clone-to-predict PHOTO
     python scripts/benchmark.py --predict-models models/model.keras other.keras --photos 40
     python scripts/benchmark.py --predict-models rgb.keras reinhard.keras --colours rgb reinhard
     python scripts/benchmark.py --allocator --rounds 2
     python scripts/benchmark.py --tta 64 16 --rounds 2
+    python scripts/benchmark.py --kernels --rounds 2
 """
 
 import argparse
@@ -246,6 +253,40 @@ def allocator_compare(rounds: int, epochs: int) -> None:
     print(f"speed-up {mean['default'] / mean['keep']:.2f}x; weights {'identical' if same else 'DIFFER'}")
 
 
+def portable_kernels() -> dict[str, str]:
+    """dvc.yaml's `vars: kernels`, the environment the stages that run a model get."""
+    import yaml
+
+    found = yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"]
+    return dict(v.split("=", 1) for v in next(d["kernels"] for d in found if "kernels" in d).split())
+
+
+def kernels_compare(rounds: int, epochs: int) -> None:
+    """Item 8: TensorFlow's own CPU kernels against the portable ones, alternating, fresh processes."""
+    import json
+
+    portable = portable_kernels()
+    settings = {"TensorFlow's own": ({}, None), "portable (dvc.yaml)": (portable, None),
+                "portable, one core": (portable, {0})}  # fmt: skip
+    steps: dict[str, list[float]] = {name: [] for name in settings}
+    print(f"{'kernels':<20} {'ms/step':>8}  weights")
+    for _ in range(rounds):
+        for name, (variables, cores) in settings.items():
+            env = {k: v for k, v in os.environ.items() if k not in portable} | variables
+            done = subprocess.run(
+                [sys.executable, __file__, "--allocator-child", "keep", "--fit-epochs", str(epochs)],
+                capture_output=True, text=True, check=True, env=env,
+                preexec_fn=(lambda c=cores: os.sched_setaffinity(0, c)) if cores else None,
+            )  # fmt: skip
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            steps[name].append(row["ms_per_step"])
+            print(f"{name:<20} {row['ms_per_step']:8.0f}  {row['weights']}")
+    mean = {name: sum(v) / len(v) for name, v in steps.items()}
+    own = mean["TensorFlow's own"]
+    ratios = "  ".join(f"{name}: {m / own:.2f}x" for name, m in mean.items())
+    print(f"{ratios}  (ms/step against TensorFlow's own)")
+
+
 def tta_child(model_file: Path, batch: int) -> None:
     """One process's prediction passes (item 7), printed as one JSON line: `batch` 0 is Keras'
     `model.predict` per view (the path before `tta.predict`), else `tta.predict` at that size."""
@@ -321,7 +362,8 @@ def main() -> None:
     parser.add_argument("--photos", type=int, default=40, help="BCCD photos for --predict-models")
     parser.add_argument("--colours", nargs="+", help="resize.colour for each of --predict-models, in order")
     parser.add_argument("--allocator", action="store_true", help="time only item 6: malloc settings")
-    parser.add_argument("--rounds", type=int, default=2, help="alternations for --allocator")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations for --allocator / --kernels")
+    parser.add_argument("--kernels", action="store_true", help="time only item 8: CPU kernels")
     parser.add_argument("--tta", type=int, nargs="+", metavar="BATCH",
                         help="time only item 7: these batch sizes (model: --predict-models)")  # fmt: skip
     parser.add_argument("--allocator-child", choices=("default", "keep"), help=argparse.SUPPRESS)
@@ -332,6 +374,9 @@ def main() -> None:
         return
     if args.allocator:
         allocator_compare(args.rounds, args.fit_epochs)
+        return
+    if args.kernels:
+        kernels_compare(args.rounds, args.fit_epochs)
         return
     if args.tta_child is not None:
         tta_child(args.predict_models[0], args.tta_child)
