@@ -253,19 +253,13 @@ def allocator_compare(rounds: int, epochs: int) -> None:
     print(f"speed-up {mean['default'] / mean['keep']:.2f}x; weights {'identical' if same else 'DIFFER'}")
 
 
-def portable_kernels() -> dict[str, str]:
-    """dvc.yaml's `vars: kernels`, the environment the stages that run a model get."""
-    import yaml
-
-    found = yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"]
-    return dict(v.split("=", 1) for v in next(d["kernels"] for d in found if "kernels" in d).split())
-
-
 def kernels_compare(rounds: int, epochs: int) -> None:
     """Item 8: TensorFlow's own CPU kernels against the portable ones, alternating, fresh processes."""
     import json
 
-    portable = portable_kernels()
+    from tests.helpers import dvc_kernels
+
+    portable = dict(v.split("=", 1) for v in dvc_kernels().split())  # what the model stages run under
     settings = {"TensorFlow's own": ({}, None), "portable (dvc.yaml)": (portable, None),
                 "portable, one core": (portable, {0})}  # fmt: skip
     steps: dict[str, list[float]] = {name: [] for name in settings}

@@ -232,6 +232,12 @@ def copy_repo(dest: Path) -> None:
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
 
 
+def dvc_kernels(root: Path = REPO) -> str:
+    """`vars: kernels` of a project's dvc.yaml: the CPU kernel settings its model stages run under."""
+    found = yaml.safe_load((root / "dvc.yaml").read_text())["vars"]
+    return next(v["kernels"] for v in found if "kernels" in v)
+
+
 def tiny(n: int, shape=(32, 32, 3), seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     y = np.arange(n) % 4

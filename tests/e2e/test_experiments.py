@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers import free_port, local_server, run, stages_run, tiny_project
+from tests.helpers import dvc_kernels, free_port, local_server, run, stages_run, tiny_project
 
 pytestmark = pytest.mark.e2e
 
@@ -75,8 +75,7 @@ def test_each_model_is_one_mlflow_run_with_params_tags_metrics_and_artifacts(pro
     assert not client.search_runs([experiment.experiment_id], "tags.stage = 'evaluate'")
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     resized_md5 = next(o["md5"] for o in lock["stages"]["resize"]["outs"] if o["path"] == "data/resized")
-    dvc_vars = yaml.safe_load((root / "dvc.yaml").read_text())["vars"]
-    kernels = next(v["kernels"] for v in dvc_vars if "kernels" in v)
+    kernels = dvc_kernels(root)
     for r in model_runs:
         tags, params, metrics = r.data.tags, r.data.params, r.data.metrics
         assert tags["stages"] == "train,evaluate"

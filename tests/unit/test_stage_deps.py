@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import REPO
+from tests.helpers import REPO, dvc_kernels
 
 # Plumbing that decides what a run records or accepts, not what a stage computes: editing it must
 # not re-run the pipeline, so it is left out of every stage's deps. The stage frame (report file,
@@ -18,8 +18,7 @@ from tests.helpers import REPO
 # keeps freed memory (`pipeline/core/memory.py`): faster, the same numbers (test_memory).
 PLUMBING = ("pipeline/stage.py", "pipeline/tracking/", "pipeline/core/params.py", "pipeline/core/memory.py")
 
-DVC_YAML = yaml.safe_load((REPO / "dvc.yaml").read_text())
-DVC = DVC_YAML["stages"]
+DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 KERNELS = "${kernels} "  # dvc.yaml's vars: the CPU kernels every stage that runs a model uses
 
 
@@ -93,7 +92,7 @@ def test_deps_name_every_module_the_stage_runs(stage):
 def test_the_kernels_set_are_the_ones_a_run_reports(monkeypatch):
     from pipeline.model.runtime import KERNEL_VARIABLES, kernels
 
-    written = next(v["kernels"] for v in DVC_YAML["vars"] if "kernels" in v)
+    written = dvc_kernels()
     assert tuple(v.split("=")[0] for v in written.split()) == KERNEL_VARIABLES
     for assignment in written.split():
         monkeypatch.setenv(*assignment.split("="))
