@@ -28,8 +28,9 @@
 8. With --kernels: the fit of item 6 (freed memory kept, as the train stage does) in fresh
    processes under TensorFlow's own CPU kernels, under dvc.yaml's portable ones (`vars: kernels`)
    and under the portable ones held to one core: ms per step, the ratio to TensorFlow's own, and the
-   weights' digest. A machine that computes what the measured ones do prints the README's digest for
-   the portable rows ("Reproducibility"); the one-core row shows the core count does not matter.
+   weights' digest. A machine that computes what the measured ones do prints the digest of
+   docs/reproducibility.md for the portable rows; the one-core row shows the core count does not
+   matter.
 
     python scripts/benchmark.py --clone-to-predict PHOTO
     python scripts/benchmark.py --predict-models models/model.keras other.keras --photos 40

@@ -6,8 +6,8 @@ model with the params' settings (one member) is trained on the treated train spl
 BCCD val, BCCD test and PBC-dev (with the params' TTA), and on PBC-dev once more calibrated to it
 without labels (`pipeline.model.calibrate`, two-fold as evaluate does: each half of the cells scored
 by the model calibrated on the other half). A treatment that screens well is then
-built into the pipeline and measured by `dvc exp run` (README: "Robustness steps tried").
-PBC-dev is a development set here: choosing on it is why the README never calls it a test.
+built into the pipeline and measured by `dvc exp run` (docs/other-labs.md: "Robustness steps tried").
+PBC-dev is a development set here: choosing on it is why the docs never call it a test.
 
     python scripts/stain_screen.py identity levels histmatch reinhard blur optics  # reports/stain_screen.csv
 
