@@ -82,3 +82,42 @@ def test_numbers_are_read_as_shown():
     """The parser itself: thousands separators dropped, intervals and ratios split."""
     assert numbers("0.913 [0.838, 0.972] / 0.894") == ["0.913", "0.838", "0.972", "0.894"]
     assert numbers("Kaggle TEST, 2,392 fields") == ["2392"]
+
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, spaces to hyphens, other punctuation dropped."""
+    kept = "".join(c for c in heading.strip().lower() if c.isalnum() or c in " -_")
+    return kept.replace(" ", "-")
+
+
+def anchors(page) -> set[str]:
+    fenced, found = False, set()
+    for line in page.read_text().splitlines():
+        fenced ^= line.startswith("```")
+        if not fenced and (m := re.match(r"#+ (.*)", line)):
+            found.add(anchor(m.group(1)))
+    return found
+
+
+def test_anchor_is_githubs():
+    times = "\u00d7"  # dropped like other punctuation, leaving the two spaces' hyphens
+    assert anchor(f"Every model {times} task (`scripts/x.py`)") == "every-model--task-scriptsxpy"
+    assert anchor("An ensemble default (`train.members`)") == "an-ensemble-default-trainmembers"
+
+
+@pytest.mark.parametrize("page", ["README.md", *sorted(p.name for p in (REPO / "docs").glob("*.md"))])
+def test_links_reach_a_page_and_heading(page):
+    """The README and docs/ point at each other: every relative link names a file that exists and,
+    after '#', a heading in it, so moving a section cannot leave a reader at a dead link."""
+    source = REPO / page if page == "README.md" else REPO / "docs" / page
+    for target in LINK.findall(source.read_text()):
+        if "://" in target:
+            continue
+        path, _, fragment = target.partition("#")
+        dest = (source.parent / path).resolve() if path else source
+        assert dest.exists(), f"{page}: link to {target!r}: no such file"
+        if fragment:
+            assert fragment in anchors(dest), f"{page}: link to {target!r}: no such heading"
