@@ -3,7 +3,7 @@ epochs, averaged, then every batch-norm layer's statistics recomputed on trainin
 averaged weights (the running statistics belong to none of the averaged points).
 
 Why here: one model's zero-shot score on another lab's cells swings by 15 points with its seed
-(README: "Zero-shot PBC over the study's runs"), and averaging members steadies it at a member's
+(docs/selection.md: "Zero-shot PBC over the study's runs"), and averaging members steadies it at a member's
 cost each. Points along the end of one trajectory average towards the middle of a wide basin, and
 flat minima are what transfer to a shifted domain (SWAD, Cha et al. 2021): the same steadying,
 tried at no training cost.

@@ -12,7 +12,7 @@ import keras
 from pipeline.core.errors import PipelineError
 
 # What decides which CPU kernels compute a model, so the same numbers on another machine: dvc.yaml
-# sets them for the stages that run one (README "Reproducibility"); a run reports what it had.
+# sets them for the stages that run one (docs/reproducibility.md); a run reports what it had.
 KERNEL_VARIABLES = ("TF_ENABLE_ONEDNN_OPTS", "ONEDNN_MAX_CPU_ISA", "TF_NUM_INTRAOP_THREADS")
 
 

@@ -1,6 +1,6 @@
 """The README's "Where it stands" table gives the committed default's headline numbers: they must be
 the committed `metrics/*.json`, rounded as shown, so that a new default cannot leave the table
-telling the previous one's."""
+telling the previous one's; and the README and docs/ link to pages and headings that exist."""
 
 import json
 import re
