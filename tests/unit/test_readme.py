@@ -4,6 +4,8 @@ telling the previous one's; and the README and docs/ link to pages and headings 
 
 import json
 import re
+from functools import cache
+from pathlib import Path
 
 import pytest
 
@@ -93,7 +95,9 @@ def anchor(heading: str) -> str:
     return kept.replace(" ", "-")
 
 
-def anchors(page) -> set[str]:
+@cache
+def anchors(page: Path) -> set[str]:
+    """The anchors of a page's headings (outside code fences), read once per page."""
     fenced, found = False, set()
     for line in page.read_text().splitlines():
         fenced ^= line.startswith("```")
@@ -108,11 +112,14 @@ def test_anchor_is_githubs():
     assert anchor("An ensemble default (`train.members`)") == "an-ensemble-default-trainmembers"
 
 
-@pytest.mark.parametrize("page", ["README.md", *sorted(p.name for p in (REPO / "docs").glob("*.md"))])
+PAGES = ["README.md", *sorted(f"docs/{p.name}" for p in (REPO / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", PAGES)
 def test_links_reach_a_page_and_heading(page):
     """The README and docs/ point at each other: every relative link names a file that exists and,
     after '#', a heading in it, so moving a section cannot leave a reader at a dead link."""
-    source = REPO / page if page == "README.md" else REPO / "docs" / page
+    source = REPO / page
     for target in LINK.findall(source.read_text()):
         if "://" in target:
             continue
