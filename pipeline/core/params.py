@@ -174,6 +174,14 @@ class TrainParams(_Section):
     reduce_lr: ReduceLRParams
     early_stopping: EarlyStoppingParams
     class_weights: bool
+    label_smoothing: float = Field(
+        default=0.0, ge=0, lt=1, description="each one-hot target's 1 becomes 1 - this + this / classes"
+    )
+    mixup: float = Field(
+        default=0.0,
+        ge=0,
+        description="Beta(alpha, alpha) of mixup's blend of two training cells and their labels; 0: off",
+    )
     seed: int
     deterministic: bool
     mixed_precision: bool

@@ -26,9 +26,18 @@ from pipeline.model.zoo import build_model
 MODEL_CODE = tuple(sorted(Path(__file__).parent.glob("*.py")))
 
 
-def targets(arrays: Mapping[str, np.ndarray], task: str) -> dict[str, np.ndarray]:
-    """The label arrays a task trains on, by head name."""
-    return {h.name: h.labels(arrays) for h in task_heads(task, class_list(arrays))}
+def targets(arrays: Mapping[str, np.ndarray], task: str, *, one_hot: bool = False) -> dict[str, np.ndarray]:
+    """The label arrays a task trains on, by head name: class indices, or one-hot rows (float32) for
+    soft targets."""
+    heads = task_heads(task, class_list(arrays))
+    if one_hot:
+        return {h.name: np.eye(len(h.classes), dtype="float32")[h.labels(arrays)] for h in heads}
+    return {h.name: h.labels(arrays) for h in heads}
+
+
+def soft_targets(p: TrainParams) -> bool:
+    """Label smoothing and mixup train on one-hot targets; otherwise class indices, as ever."""
+    return p.label_smoothing > 0 or p.mixup > 0
 
 
 def optimizer(p: TrainParams) -> keras.optimizers.Optimizer:
@@ -43,11 +52,13 @@ def optimizer(p: TrainParams) -> keras.optimizers.Optimizer:
 
 def compile_model(model: keras.Model, p: TrainParams) -> None:
     heads = list(model.output_names)
-    model.compile(
-        optimizer=optimizer(p),
-        loss={h: "sparse_categorical_crossentropy" for h in heads},
-        metrics={h: ["accuracy"] for h in heads},
-    )
+    if soft_targets(p):
+        loss = {h: keras.losses.CategoricalCrossentropy(label_smoothing=p.label_smoothing) for h in heads}
+        metrics = {h: [keras.metrics.CategoricalAccuracy(name="accuracy")] for h in heads}
+    else:
+        loss = {h: "sparse_categorical_crossentropy" for h in heads}
+        metrics = {h: ["accuracy"] for h in heads}
+    model.compile(optimizer=optimizer(p), loss=loss, metrics=metrics)
 
 
 def class_weight(y: np.ndarray, n_classes: int) -> dict[int, float]:
@@ -117,15 +128,16 @@ def fit(
     """
     for split, arrays in (("train", train), ("val", val)):
         replica_batches(len(arrays["x"]), p.batch_size, p.devices, split)
-    y_train, y_val = targets(train, p.task), targets(val, p.task)
+    soft = soft_targets(p)
+    y_train, y_val = targets(train, p.task, one_hot=soft), targets(val, p.task, one_hot=soft)
     weights = None
     if p.class_weights:
         if len(y_train) != 1:
             raise PipelineError("train.class_weights: not supported with task: multitask (Keras limitation)")
-        ((name, y),) = y_train.items()
+        ((name, y),) = targets(train, p.task).items()
         weights = class_weight(y, len(head(name, class_list(train)).classes))
     schedule = callbacks(p)
-    batches = Batches(train["x"], y_train, p.batch_size, shuffle=True, seed=p.seed)
+    batches = Batches(train["x"], y_train, p.batch_size, shuffle=True, seed=p.seed, mixup=p.mixup)
     start, saver = 0, None
     if checkpoint is not None:
         saver = Checkpoint(checkpoint, fingerprint, schedule)
