@@ -175,12 +175,10 @@ class TrainParams(_Section):
     early_stopping: EarlyStoppingParams
     class_weights: bool
     label_smoothing: float = Field(
-        default=0.0, ge=0, lt=1, description="each one-hot target's 1 becomes 1 - this + this / classes"
+        ge=0, lt=1, description="each one-hot target's 1 becomes 1 - this + this / classes"
     )
     mixup: float = Field(
-        default=0.0,
-        ge=0,
-        description="Beta(alpha, alpha) of mixup's blend of two training cells and their labels; 0: off",
+        ge=0, description="Beta(alpha, alpha) of mixup's blend of two training cells and their labels; 0: off"
     )
     seed: int
     deterministic: bool
