@@ -71,11 +71,16 @@ def train(p):
     return model, fit(model, CELLS, VAL, p)
 
 
+@pytest.fixture(scope="module")
+def plain() -> dict[str, list[float]]:
+    """The history of the run on class indices, trained once for every soft-target case."""
+    return train(TRAIN)[1]
+
+
 @pytest.mark.parametrize(
     "update", [{"label_smoothing": 0.1}, {"mixup": 0.2}, {"label_smoothing": 0.1, "mixup": 0.2}]
 )
-def test_soft_targets_train_with_the_same_history_columns(update):
-    _, plain = train(TRAIN)
+def test_soft_targets_train_with_the_same_history_columns(update, plain):
     soft_model, soft = train(TRAIN.model_copy(update=update))
     assert set(soft) == set(plain) and {"accuracy", "val_accuracy", "loss", "val_loss"} <= set(soft)
     assert all(np.isfinite(v).all() for v in soft.values())
